@@ -1,0 +1,119 @@
+"""Reading and writing checkpoints safely, including the APoT authors' released files.
+
+Files are loaded with ``torch.load(..., weights_only=True)``: a checkpoint holding a pickle
+that would run code is refused rather than executed. Writes go to a temporary file in the
+same folder and are renamed into place, so a crash never leaves a half-written checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+# The authors' names for the clipping thresholds -> ours (suffix match on the key).
+AUTHORS_KEY_SUFFIXES = {
+    ".weight_quant.wgt_alpha": ".weight_quantizer.alpha",
+    ".act_alpha": ".act_quantizer.alpha",
+}
+ALPHA_SUFFIXES = tuple(AUTHORS_KEY_SUFFIXES.values())
+
+
+def load_file(path: str | os.PathLike) -> Any:
+    """The object stored in a checkpoint file, loaded on the CPU without running code."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist (check the path)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UserError(
+            f"checkpoint {path} was refused: it is not a plain tensor checkpoint and loading it "
+            f"could run code ({str(exc).splitlines()[0]}). Re-save it as a state dict from a "
+            f"trusted environment.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise UserError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                        f"download or copy it again") from None
+
+
+def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The model state dict inside a checkpoint object, in this package's key names.
+
+    Accepts a bare state dict or a dict holding one under ``state_dict`` or ``model``; strips
+    the ``module.`` prefix of ``nn.DataParallel`` and renames the authors' threshold keys.
+    """
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{source} holds no model state dict (expected a mapping of tensors, "
+                        f"or one under 'state_dict' or 'model')")
+    state = {}
+    for key, value in obj.items():
+        key = key.removeprefix("module.")
+        for theirs, ours in AUTHORS_KEY_SUFFIXES.items():
+            if key.endswith(theirs):
+                key = key[: -len(theirs)] + ours
+        state[key] = value
+    return state
+
+
+def load_into_model(model: nn.Module, state: Mapping[str, torch.Tensor],
+                    progressive: bool = False, source: str = "checkpoint") -> None:
+    """Copy ``state`` into ``model``, or raise a UserError that names the mismatch.
+
+    ``progressive=True`` allows the clipping thresholds to be missing (a float checkpoint
+    initializing a quantized model: they keep their initial values) or surplus (a quantized
+    checkpoint initializing a float model); every other tensor must match in name and shape.
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if progressive:
+        missing = [k for k in missing if not k.endswith(ALPHA_SUFFIXES)]
+        unexpected = [k for k in unexpected if not k.endswith(ALPHA_SUFFIXES)]
+    problems = []
+    if any(k.endswith(ALPHA_SUFFIXES) for k in missing):
+        problems.append("it has no clipping thresholds, so it is a float model: evaluate it "
+                        "with --bits 32, or use it as a progressive initialization")
+    elif any(k.endswith(ALPHA_SUFFIXES) for k in unexpected):
+        problems.append("it has clipping thresholds, so it is a quantized model: pass the "
+                        "--bits it was trained with")
+    if missing:
+        problems.append(f"{len(missing)} missing tensors (first: {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors (first: {unexpected[0]})")
+    shapes = [f"{k}: {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if shapes:
+        problems.append(f"{len(shapes)} tensors of the wrong shape (first: {shapes[0]}); "
+                        f"check --arch and the number of classes")
+    if problems:
+        raise UserError(f"{source} does not match the model: " + "; ".join(problems))
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,117 @@
+"""Image-folder datasets: ``<root>/<split>/<class>/<image>``, as a folder or an archive.
+
+This module reads a split into memory as uint8 tensors (small-image datasets such as CIFAR)
+without unpacking an archive to disk. Class indices follow the dataset's canonical order when
+the class names are CIFAR-10's (torchvision's order), otherwise the sorted folder names.
+"""
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import UserError
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+
+
+def is_archive(path: Path) -> bool:
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _split_member(name: str, split: str) -> tuple[str, str] | None:
+    """(class, file) if ``name`` is ``[prefix/]<split>/<class>/<file>`` with an image suffix."""
+    parts = PurePosixPath(name).parts
+    if len(parts) < 3 or parts[-3] != split or not parts[-1].lower().endswith(IMAGE_SUFFIXES):
+        return None
+    return parts[-2], parts[-1]
+
+
+def _archive_members(path: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
+    """(class, file, bytes) of a split's images in a tar/tar.gz/zip archive, in stored order."""
+    if path.name.lower().endswith(".zip"):
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                key = None if info.is_dir() else _split_member(info.filename, split)
+                if key:
+                    yield (*key, archive.read(info))
+        return
+    with tarfile.open(path, mode="r:*") as archive:
+        for member in archive:
+            key = _split_member(member.name, split) if member.isfile() else None
+            if key:
+                yield (*key, archive.extractfile(member).read())
+
+
+def _folder_members(root: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
+    candidates = [root / split] + [child / split for child in sorted(root.iterdir())
+                                   if child.is_dir()]
+    split_dir = next((c for c in candidates if c.is_dir()), None)
+    if split_dir is None:
+        raise UserError(f"{root} has no '{split}' folder (expected {root}/{split}/<class>/<image>)")
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        for image in sorted(class_dir.iterdir()):
+            if image.is_file() and image.suffix.lower() in IMAGE_SUFFIXES:
+                yield class_dir.name, image.name, image.read_bytes()
+
+
+def class_order(names: set[str]) -> list[str]:
+    """Canonical class order: CIFAR-10's torchvision order when it is CIFAR-10, else sorted."""
+    if names == set(CIFAR10_CLASSES):
+        return list(CIFAR10_CLASSES)
+    return sorted(names)
+
+
+def _decode(data: bytes, where: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except Exception as exc:  # PIL raises many types for broken files
+        raise UserError(f"cannot decode image {where}: {exc}; the dataset is damaged, "
+                        f"download or copy it again") from None
+
+
+def read_split(path: str | Path, split: str = "test",
+               limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Read one split of an image-folder dataset into memory.
+
+    Returns (images uint8 (N, 3, H, W), labels int64 (N,), class names). All images must share
+    one size (small-image datasets). ``limit`` keeps the first ``limit`` images per class in
+    file-name order, for quick checks.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"dataset {path} does not exist (give an image-folder archive or folder)")
+    try:
+        members = (_archive_members(path, split) if is_archive(path)
+                   else _folder_members(path, split))
+        grouped: dict[str, list[tuple[str, bytes]]] = {}
+        for cls, name, data in members:
+            grouped.setdefault(cls, []).append((name, data))
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise UserError(f"dataset archive {path} is corrupt or truncated ({exc}); "
+                        f"download or copy it again") from None
+    if not grouped:
+        raise UserError(f"{path} has no images under '{split}/<class>/' "
+                        f"(expected <root>/{split}/<class>/<image>)")
+    classes = class_order(set(grouped))
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        for name, data in sorted(grouped[cls])[:limit]:
+            images.append(_decode(data, f"{split}/{cls}/{name} in {path}"))
+            labels.append(label)
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise UserError(f"images in {path} have different sizes {sorted(shapes)[:3]}; this "
+                        f"reader is for small fixed-size images (CIFAR)")
+    stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return stacked, torch.tensor(labels, dtype=torch.int64), classes

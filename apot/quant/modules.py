@@ -1,0 +1,127 @@
+"""Quantizer modules and quantized layers (torch modules; the math lives in functional.py).
+
+Naming: ``bits`` is the bit-width b of the stored code, as the paper counts it. Weights are
+signed (sign + b-1 magnitude bits), activations unsigned (b magnitude bits).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .functional import (ActivationQuantFn, Projector, WeightQuantFn, eight_bit_weight,
+                         normalize_weight)
+from .levels import SCHEMES, _check_bits, magnitude_levels
+
+ACT_ALPHA_INIT = 8.0   # authors' CIFAR value (ImageNet: 6.0)
+WGT_ALPHA_INIT = 3.0   # about 3 sigma after weight normalization
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+
+
+class ActivationQuantizer(nn.Module):
+    """Unsigned b-bit RCF quantizer with a learnable clipping threshold ``alpha`` (scalar)."""
+
+    def __init__(self, bits: int, scheme: str = "apot", k: int = 2,
+                 alpha: float = ACT_ALPHA_INIT):
+        super().__init__()
+        _check_bits(bits)
+        _check_scheme(scheme)
+        self.bits, self.scheme, self.k = bits, scheme, k
+        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+        self.projector = Projector(scheme, magnitude_levels(scheme, bits, k), bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ActivationQuantFn.apply(x, self.alpha, self.projector)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, scheme={self.scheme}, k={self.k}"
+
+
+class WeightQuantizer(nn.Module):
+    """Signed b-bit quantizer: per-tensor weight normalization, then RCF with ``alpha``.
+
+    At 2 bits there is one magnitude bit, so every scheme gives the ternary set {-1, 0, 1}
+    (times alpha), the authors' 2-bit weights.
+    """
+
+    def __init__(self, bits: int, scheme: str = "apot", k: int = 2,
+                 alpha: float = WGT_ALPHA_INIT):
+        super().__init__()
+        _check_bits(bits)
+        _check_scheme(scheme)
+        if bits < 2:
+            raise ValueError("signed weights need at least 2 bits (a sign and a magnitude bit)")
+        self.bits, self.scheme, self.k = bits, scheme, k
+        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+        self.projector = Projector(scheme, magnitude_levels(scheme, bits - 1, k), bits - 1)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return WeightQuantFn.apply(normalize_weight(w), self.alpha, self.projector)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, scheme={self.scheme}, k={self.k}"
+
+
+class QuantConv2d(nn.Conv2d):
+    """Conv2d whose weights and input activations are both quantized to ``bits``.
+
+    The output is in the normalized-weight domain (weights have unit std), as in the authors'
+    code; the following BatchNorm absorbs the scale.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups=1, bias: bool = False, *, bits: int = 4,
+                 scheme: str = "apot", k: int = 2, act_alpha: float = ACT_ALPHA_INIT,
+                 wgt_alpha: float = WGT_ALPHA_INIT):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias)
+        self.weight_quantizer = WeightQuantizer(bits, scheme, k, wgt_alpha)
+        self.act_quantizer = ActivationQuantizer(bits, scheme, k, act_alpha)
+
+    @property
+    def bits(self) -> int:
+        return self.weight_quantizer.bits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(self.act_quantizer(x), self.weight_quantizer(self.weight),
+                                  self.bias)
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, **quant) -> "QuantConv2d":
+        """A quantized copy of ``conv`` sharing its weight (and bias) tensors."""
+        q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                conv.dilation, conv.groups, conv.bias is not None, **quant)
+        q.weight = conv.weight
+        q.bias = conv.bias
+        return q.to(conv.weight.device)
+
+
+class EightBitConv2d(nn.Conv2d):
+    """First layer: 8-bit weights (authors' max-based rounding), full-precision input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, eight_bit_weight(self.weight), self.bias)
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d) -> "EightBitConv2d":
+        q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                conv.dilation, conv.groups, conv.bias is not None)
+        q.weight, q.bias = conv.weight, conv.bias
+        return q
+
+
+class EightBitLinear(nn.Linear):
+    """Last layer: 8-bit weights (authors' max-based rounding), full-precision input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, eight_bit_weight(self.weight), self.bias)
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear) -> "EightBitLinear":
+        q = cls(linear.in_features, linear.out_features, linear.bias is not None)
+        q.weight, q.bias = linear.weight, linear.bias
+        return q
