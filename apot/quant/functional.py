@@ -177,6 +177,11 @@ class Projector:
         return self.table.project(x)
 
 
+def quantize_activation(x: torch.Tensor, alpha: torch.Tensor, project: Projector) -> torch.Tensor:
+    """Value of the activation quantizer without autograd bookkeeping (evaluation)."""
+    return project((x / alpha).clamp_(max=1)).mul_(alpha)
+
+
 class ActivationQuantFn(torch.autograd.Function):
     """RCF activation quantizer: alpha * Pi(clip(x / alpha, max=1)).
 

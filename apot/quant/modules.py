@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .functional import (ActivationQuantFn, Projector, WeightQuantFn, eight_bit_weight,
-                         normalize_weight)
+                         normalize_weight, quantize_activation)
 from .levels import SCHEMES, _check_bits, magnitude_levels
 
 ACT_ALPHA_INIT = 8.0   # authors' CIFAR value (ImageNet: 6.0)
@@ -35,7 +35,9 @@ class ActivationQuantizer(nn.Module):
         self.projector = Projector(scheme, magnitude_levels(scheme, bits, k), bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ActivationQuantFn.apply(x, self.alpha, self.projector)
+        if torch.is_grad_enabled() and (x.requires_grad or self.alpha.requires_grad):
+            return ActivationQuantFn.apply(x, self.alpha, self.projector)
+        return quantize_activation(x, self.alpha, self.projector)  # saves nothing for backward
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, scheme={self.scheme}, k={self.k}"

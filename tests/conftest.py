@@ -1,0 +1,18 @@
+import os
+from pathlib import Path
+
+import pytest
+
+# Offline material shipped beside every checkout (../shared): CIFAR-10 JPEGs and the authors'
+# released ResNet-20 checkpoints. APOT_SHARED overrides the location.
+SHARED = Path(os.environ.get("APOT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+CIFAR10_ARCHIVE = SHARED / "data" / "cifar-10-images.tar.gz"
+AUTHORS_CHECKPOINTS = SHARED / "data" / "apot-authors-checkpoints"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not CIFAR10_ARCHIVE.is_file():
+        pytest.fail(f"offline data missing: {CIFAR10_ARCHIVE} (set APOT_SHARED to the shared/ "
+                    f"folder that holds data/cifar-10-images.tar.gz)")
+    return SHARED / "data"
