@@ -26,22 +26,32 @@ AUTHORS_KEY_SUFFIXES = {
 ALPHA_SUFFIXES = tuple(AUTHORS_KEY_SUFFIXES.values())
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """A torch.save file is a zip archive, or (legacy format) starts with a pickle protocol."""
+    with path.open("rb") as handle:
+        head = handle.read(2)
+    return zipfile.is_zipfile(path) or (len(head) == 2 and head[0] == 0x80 and head[1] >= 2)
+
+
 def load_file(path: str | os.PathLike) -> Any:
     """The object stored in a checkpoint file, loaded on the CPU without running code."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist (check the path)")
+    corrupt = (f"checkpoint {path} is corrupt or not a PyTorch checkpoint (an HTML page or a "
+               f"Git LFS pointer instead of the file?); download or copy it again")
+    if not _looks_like_torch_file(path):
+        raise UserError(corrupt)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
         raise UserError(
-            f"checkpoint {path} was refused: it is not a plain tensor checkpoint and loading it "
-            f"could run code ({str(exc).splitlines()[0]}). Re-save it as a state dict from a "
-            f"trusted environment.") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UserError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-                        f"download or copy it again") from None
+            f"checkpoint {path} was refused: it stores objects other than tensors and plain "
+            f"containers, and loading it could run code. Re-save its state dict from a trusted "
+            f"environment.") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError,
+            IndexError) as exc:
+        raise UserError(f"{corrupt} [{type(exc).__name__}]") from None
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:

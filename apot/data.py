@@ -31,6 +31,8 @@ def is_archive(path: Path) -> bool:
 def _split_member(name: str, split: str) -> tuple[str, str] | None:
     """(class, file) if ``name`` is ``[prefix/]<split>/<class>/<file>`` with an image suffix."""
     parts = PurePosixPath(name).parts
+    if any(part.startswith(".") or part == "__MACOSX" for part in parts if part not in (".", "..")):
+        return None  # macOS resource forks (._x.png) and other hidden files
     if len(parts) < 3 or parts[-3] != split or not parts[-1].lower().endswith(IMAGE_SUFFIXES):
         return None
     return parts[-2], parts[-1]
@@ -60,7 +62,8 @@ def _folder_members(root: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
         raise UserError(f"{root} has no '{split}' folder (expected {root}/{split}/<class>/<image>)")
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         for image in sorted(class_dir.iterdir()):
-            if image.is_file() and image.suffix.lower() in IMAGE_SUFFIXES:
+            if (image.is_file() and image.suffix.lower() in IMAGE_SUFFIXES
+                    and not image.name.startswith(".")):
                 yield class_dir.name, image.name, image.read_bytes()
 
 

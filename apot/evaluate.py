@@ -46,7 +46,10 @@ def imagenet_batches(folder: str | Path, batch_size: int = 100,
         raise UserError(f"ImageNet data {folder} is not a folder (expected <folder>/<class>/<image>)")
     transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
                            T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    dataset = ImageFolder(str(folder), transform=transform)
+    try:
+        dataset = ImageFolder(str(folder), transform=transform)
+    except (FileNotFoundError, OSError) as exc:
+        raise UserError(f"ImageNet data {folder}: {exc}") from None
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
 
 

@@ -136,9 +136,6 @@ TEXT_FILES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="bug in apot/checkpoints.py load_file: a text file is "
-                   "reported as 'refused' (html, lfs-pointer) or leaks KeyError/IndexError "
-                   "(plain, empty) instead of 'corrupt'; remove this mark once fixed")
 @pytest.mark.parametrize("kind", list(TEXT_FILES))
 def test_text_file_is_corrupt(tmp_path, kind):
     path = tmp_path / "model.pth"

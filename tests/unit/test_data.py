@@ -128,7 +128,9 @@ def test_limit_keeps_first_images_per_class(tmp_path, kind):
 
 
 def test_cifar10_class_names_use_torchvision_order(tmp_path):
-    # write the folders in reverse order so that creation order cannot give the answer
+    # CIFAR-10's torchvision order happens to be alphabetical too, so this pins the order and
+    # the label of each image rather than telling the two rules apart. The folders are written
+    # in reverse so that creation (directory) order cannot give the answer.
     root = tmp_path / "cifar"
     for c, cls in reversed(list(enumerate(CIFAR10_CLASSES))):
         write_png(root / "test" / cls / "img.png", np.full((4, 4, 3), c * 20, dtype=np.uint8))
@@ -221,3 +223,14 @@ def test_folder_without_images(tmp_path):
     with pytest.raises(UserError) as info:
         read_split(tmp_path / "ds", "test")
     assert "no images" in message(info, tmp_path / "ds")
+
+
+@pytest.mark.parametrize("kind", ["zip", "folder"])
+def test_hidden_files_and_macos_resource_forks_are_ignored(tmp_path, tree, kind):
+    (tree / "test" / "apple" / "._0.png").write_bytes(b"\x00\x05\x16\x07 not an image")
+    fork = tree.parent / "__MACOSX" / "mini" / "test" / "apple" / "._1.png"
+    fork.parent.mkdir(parents=True)
+    fork.write_bytes(b"\x00\x05\x16\x07 not an image")
+    images, labels, classes = read_split(pack(tree, tmp_path / "mini", kind), "test")
+    assert len(labels) == len(CLASSES) * PER_CLASS
+    assert classes == sorted(CLASSES)
