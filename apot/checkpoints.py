@@ -6,8 +6,10 @@ same folder and are renamed into place, so a crash never leaves a half-written c
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -36,19 +38,24 @@ def _looks_like_torch_file(path: Path) -> bool:
 def load_file(path: str | os.PathLike) -> Any:
     """The object stored in a checkpoint file, loaded on the CPU without running code."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"checkpoint {path} does not exist (check the path)")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} is not a file (give the checkpoint file itself)")
     corrupt = (f"checkpoint {path} is corrupt or not a PyTorch checkpoint (an HTML page or a "
                f"Git LFS pointer instead of the file?); download or copy it again")
     if not _looks_like_torch_file(path):
         raise UserError(corrupt)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        unsafe = re.search(r"(?i)unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", str(exc))
+        if unsafe is None:
+            raise UserError(f"{corrupt} [unreadable pickle]") from None
         raise UserError(
-            f"checkpoint {path} was refused: it stores objects other than tensors and plain "
-            f"containers, and loading it could run code. Re-save its state dict from a trusted "
-            f"environment.") from None
+            f"checkpoint {path} was refused: it asks to load {unsafe.group(1)}, which is not a "
+            f"tensor or plain container, and loading it could run code. Re-save its state "
+            f"dict from a trusted environment.") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError,
             IndexError) as exc:
         raise UserError(f"{corrupt} [{type(exc).__name__}]") from None
@@ -65,7 +72,8 @@ def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
                 break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if (not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj)
+            or not all(isinstance(v, torch.Tensor) for v in obj.values())):
         raise UserError(f"{source} holds no model state dict (expected a mapping of tensors, "
                         f"or one under 'state_dict' or 'model')")
     state = {}
@@ -76,6 +84,28 @@ def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.
                 key = key[: -len(theirs)] + ours
         state[key] = value
     return state
+
+
+MODEL_META_KEY = "model"  # {"arch", "bits", "scheme", "k", "first_last"} in our checkpoints
+MODEL_META_FIELDS = ("arch", "bits", "scheme", "k", "first_last")
+
+
+def check_model_meta(obj: Any, expected: Mapping[str, Any], source: str = "checkpoint") -> None:
+    """Raise a UserError if a checkpoint records a model description that differs from ours.
+
+    Our checkpoints store ``{"model": {"arch": ..., "bits": ..., ...}}`` beside the state dict;
+    bits and scheme leave no trace in tensor names or shapes, so this is the only way to catch
+    a 4-bit checkpoint evaluated as 3-bit. The authors' files carry no description: nothing
+    is checked for them.
+    """
+    meta = obj.get(MODEL_META_KEY) if isinstance(obj, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return
+    wrong = [f"{key}={meta[key]!r} (asked for {expected[key]!r})" for key in MODEL_META_FIELDS
+             if key in meta and key in expected and meta[key] != expected[key]]
+    if wrong:
+        raise UserError(f"{source} was made for another model: " + ", ".join(wrong)
+                        + "; pass the settings it was trained with")
 
 
 def load_into_model(model: nn.Module, state: Mapping[str, torch.Tensor],
@@ -111,6 +141,15 @@ def load_into_model(model: nn.Module, state: Mapping[str, torch.Tensor],
     if problems:
         raise UserError(f"{source} does not match the model: " + "; ".join(problems))
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (for provenance in results)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:

@@ -37,14 +37,33 @@ def _positive(text: str) -> int:
     return value
 
 
+def _base_bits(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_BITS:
+        raise argparse.ArgumentTypeError(f"k must be an integer from 1 to {MAX_BITS}, got {text!r}")
+    return value
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is available; "
-                        "use --device cpu or auto")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but no CUDA GPU is available; "
+                            "use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here")
+    elif device.type != "cpu":
+        raise UserError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    return device
 
 
 def cmd_levels(args: argparse.Namespace) -> dict | list:
@@ -53,12 +72,16 @@ def cmd_levels(args: argparse.Namespace) -> dict | list:
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
-    from .checkpoints import extract_state_dict, load_file, load_into_model
+    from .checkpoints import (check_model_meta, extract_state_dict, file_sha256, load_file,
+                              load_into_model)
     from .data import read_split
     from .evaluate import evaluate, imagenet_batches, tensor_batches
 
     device = resolve_device(args.device)
-    state = extract_state_dict(load_file(args.checkpoint), source=str(args.checkpoint))
+    stored = load_file(args.checkpoint)
+    check_model_meta(stored, {"arch": args.arch, "bits": args.bits, "scheme": args.scheme,
+                              "k": args.k, "first_last": args.first_last}, str(args.checkpoint))
+    state = extract_state_dict(stored, source=str(args.checkpoint))
     start = time.perf_counter()
     _, _, input_size = ARCHS[args.arch]
     if input_size == 32:
@@ -73,6 +96,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     result = evaluate(model, batches, device)
     return {**result, "arch": args.arch, "bits": args.bits, "scheme": args.scheme, "k": args.k,
             "first_last": args.first_last, "checkpoint": str(args.checkpoint),
+            "checkpoint_sha256": file_sha256(args.checkpoint),
             "data": str(args.data), "split": args.split, "device": str(device),
             "seconds": round(time.perf_counter() - start, 2)}
 
@@ -88,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheme", choices=SCHEMES, default="apot")
     p.add_argument("--signed", action="store_true",
                    help="sign + (b-1) magnitude bits, as the authors' weights (2^b - 1 levels)")
-    p.add_argument("--k", type=_positive, default=2, help="APoT base bit-width (default 2)")
+    p.add_argument("--k", type=_base_bits, default=2,
+                   help=f"APoT base bit-width, 1..{MAX_BITS} (default 2)")
     p.add_argument("--exact", action="store_true", help="print exact fractions as strings")
     p.set_defaults(run=cmd_levels)
 
@@ -101,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True,
                    help="image-folder archive (.tar.gz, .tar, .zip) or folder with <split>/<class>/")
     p.add_argument("--scheme", choices=SCHEMES, default="apot")
-    p.add_argument("--k", type=_positive, default=2)
+    p.add_argument("--k", type=_base_bits, default=2, help="APoT base bit-width (default 2)")
     p.add_argument("--first-last", choices=FIRST_LAST_POLICIES, default="8bit",
                    help="first conv / last linear: the authors' 8-bit weights (default) or float")
     p.add_argument("--split", default="test")

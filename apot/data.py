@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
@@ -21,7 +22,7 @@ from .errors import UserError
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 
 
 def is_archive(path: Path) -> bool:
@@ -100,8 +101,9 @@ def read_split(path: str | Path, split: str = "test",
         grouped: dict[str, list[tuple[str, bytes]]] = {}
         for cls, name, data in members:
             grouped.setdefault(cls, []).append((name, data))
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise UserError(f"dataset archive {path} is corrupt or truncated ({exc}); "
+    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"dataset archive {path} is corrupt or truncated ({reason}); "
                         f"download or copy it again") from None
     if not grouped:
         raise UserError(f"{path} has no images under '{split}/<class>/' "

@@ -53,22 +53,29 @@ def imagenet_batches(folder: str | Path, batch_size: int = 100,
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
 
 
+def _score(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[count, top-1 hits, top-5 hits, summed cross-entropy] of one batch, float64."""
+    logits = model(x)
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return torch.stack([torch.tensor(len(y), device=x.device),
+                        (top[:, 0] == y).sum(),
+                        (top == y.unsqueeze(1)).any(dim=1).sum(),
+                        F.cross_entropy(logits, y, reduction="sum")]).double()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
              device: str | torch.device = "cpu") -> dict:
     """Top-1 / top-5 accuracy (percent), mean cross-entropy and count over ``batches``."""
     model.eval().to(device)
-    correct1 = correct5 = n = 0
-    loss_sum = 0.0
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += (top[:, 0] == y).sum().item()
-        correct5 += (top == y.unsqueeze(1)).any(dim=1).sum().item()
-        n += len(y)
+    totals = torch.zeros(4, dtype=torch.float64, device=device)
+    try:
+        for x, y in batches:
+            totals += _score(model, x.to(device), y.to(device))
+    except OSError as exc:  # an unreadable image file in a streamed folder
+        raise UserError(f"cannot read an image while evaluating: {exc}") from None
+    n, correct1, correct5, loss_sum = totals.tolist()
     if n == 0:
         raise UserError("no images to evaluate")
     return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss_sum / n,
-            "n": n}
+            "n": int(n)}

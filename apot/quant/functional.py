@@ -13,16 +13,24 @@ quantized layer, forward, in training. ``LevelTable`` makes it an exact, cheap t
    bucket's threshold decides between the two levels a bucket can map to.
 
 The result equals the brute-force argmin bit for bit (tested property), with two table
-gathers and no N x L broadcast. Sets whose thresholds are too close for a small table (PoT at 7-8
-bits, whose levels reach 2^-254) fall back to ``torch.bucketize`` on the same thresholds.
+gathers and no N x L broadcast. Sets whose thresholds are too close for a small table (only 8-bit PoT,
+whose levels reach 2^-254) fall back to ``torch.bucketize`` on the same thresholds.
+
+Levels are the correctly rounded float32 values of the exact fractions; levels that float32
+cannot tell apart merge (8-bit PoT keeps 151 of its 256: 2^-150 .. 2^-254 round to 0). NaN and
++inf inputs project to the top level (the authors' argmin gives 0); a diverging run shows up in
+the loss and the alpha gradients, not here.
 """
 from __future__ import annotations
 
 from fractions import Fraction
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from .levels import magnitude_levels
 
 _MAX_BUCKETS = 1 << 18
 _ONE_BITS = int(np.float32(1.0).view(np.int32))
@@ -104,6 +112,12 @@ class LevelTable:
             self._on_device[device] = tuple(None if t is None else t.to(device) for t in tensors)
         return self._on_device[device]
 
+    @staticmethod
+    def _check_input(x: torch.Tensor) -> None:
+        if x.dtype != torch.float32:
+            raise TypeError(f"LevelTable works on float32 tensors, got {x.dtype} "
+                            f"(Projector converts other dtypes)")
+
     def _pair_slot(self, flat: torch.Tensor, bucket_threshold: torch.Tensor):
         """Slot 2 * bucket + (x above the bucket's threshold) of flat float32 ``flat`` (<= 1).
 
@@ -121,6 +135,7 @@ class LevelTable:
 
         Elements below 0 map to level 0; ``x`` must not exceed 1 (clamp first).
         """
+        self._check_input(x)
         levels, thresholds, bucket_threshold, _, pair_index = self._tensors(x.device)
         if bucket_threshold is None:
             return torch.bucketize(x, thresholds)
@@ -129,6 +144,7 @@ class LevelTable:
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Nearest level to each element of float32 ``x`` (x <= 1), ties to the lower level."""
+        self._check_input(x)
         levels, thresholds, bucket_threshold, pair_level, _ = self._tensors(x.device)
         if bucket_threshold is None:
             return levels.index_select(0, torch.bucketize(x, thresholds).reshape(-1)).view(x.shape)
@@ -148,13 +164,14 @@ def project_bruteforce(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
 
 
 def uniform_round(x: torch.Tensor, magnitude_bits: int) -> torch.Tensor:
-    """Uniform projection of x in [0, 1]: round(x * (2^B-1)) / (2^B-1), half to even.
+    """Uniform projection of x <= 1: round(x * (2^B-1)) / (2^B-1), half to even, negatives to 0.
 
     The authors' uniform quantizer is this formula (not an argmin), so exact ties at grid
-    midpoints round half to even like ``torch.round``.
+    midpoints round half to even like ``torch.round``. Inputs below 0 go to level 0, as with the
+    table projection (the authors' code assumes post-ReLU inputs and does not clamp them).
     """
     steps = float(2**magnitude_bits - 1)
-    return x.mul(steps).round_().div_(steps)
+    return x.clamp(min=0).mul_(steps).round_().div_(steps)
 
 
 class Projector:
@@ -180,6 +197,12 @@ class Projector:
 def quantize_activation(x: torch.Tensor, alpha: torch.Tensor, project: Projector) -> torch.Tensor:
     """Value of the activation quantizer without autograd bookkeeping (evaluation)."""
     return project((x / alpha).clamp_(max=1)).mul_(alpha)
+
+
+@lru_cache(maxsize=None)
+def shared_projector(scheme: str, magnitude_bits: int, k: int = 2) -> Projector:
+    """One projector per (scheme, B, k): the tables are built once and shared by all layers."""
+    return Projector(scheme, magnitude_levels(scheme, magnitude_bits, k), magnitude_bits)
 
 
 class ActivationQuantFn(torch.autograd.Function):

@@ -38,6 +38,17 @@ def _check_bits(bits: int, what: str = "bits") -> None:
         raise ValueError(f"{what} must be between {MIN_BITS} and {MAX_BITS}, got {bits}")
 
 
+def check_scheme(scheme: str) -> None:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+
+
+def check_k(k: int) -> None:
+    # k >= B already gives the PoT set; larger k would only loop over 2^k empty rounds.
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_BITS:
+        raise ValueError(f"base bit-width k must be an integer from 1 to {MAX_BITS}, got {k!r}")
+
+
 def _normalize(values: set[Fraction]) -> tuple[Fraction, ...]:
     top = max(values)
     return tuple(sorted(v / top for v in values))
@@ -60,8 +71,7 @@ def apot_terms(magnitude_bits: int, k: int = 2) -> tuple[tuple[int, ...], ...]:
     Term t holds {0} U {2^-e : e in terms[t]}. Returns one tuple of exponents per term: the
     n full terms first, then the remainder term if B is not a multiple of k.
     """
-    if k < 1:
-        raise ValueError(f"base bit-width k must be at least 1, got {k}")
+    check_k(k)
     n_full, rem = divmod(magnitude_bits, k)
     rounds = 2**k - 1
     rem_rounds = 2**rem - 1 if rem else 0
@@ -90,8 +100,7 @@ _MAGNITUDES = {"uniform": uniform_magnitudes, "pot": pot_magnitudes}
 
 def magnitude_levels(scheme: str, magnitude_bits: int, k: int = 2) -> tuple[Fraction, ...]:
     """Non-negative levels for B magnitude bits (B >= 1), sorted, max 1."""
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    check_scheme(scheme)
     if magnitude_bits < 1:
         raise ValueError(f"need at least 1 magnitude bit, got {magnitude_bits}")
     if scheme == "apot":
@@ -110,8 +119,7 @@ def levels(scheme: str, bits: int, signed: bool = False, k: int = 2) -> tuple[Fr
     if not signed:
         return magnitude_levels(scheme, bits, k)
     if bits == 1:
-        if scheme not in SCHEMES:
-            raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+        check_scheme(scheme)
         return (Fraction(-1), Fraction(1))
     mags = magnitude_levels(scheme, bits - 1, k)
     return tuple(sorted({-m for m in mags} | set(mags)))

@@ -9,17 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .functional import (ActivationQuantFn, Projector, WeightQuantFn, eight_bit_weight,
-                         normalize_weight, quantize_activation)
-from .levels import SCHEMES, _check_bits, magnitude_levels
+from .functional import (ActivationQuantFn, WeightQuantFn, eight_bit_weight, normalize_weight,
+                         quantize_activation, shared_projector)
+from .levels import _check_bits, check_k, check_scheme
 
 ACT_ALPHA_INIT = 8.0   # authors' CIFAR value (ImageNet: 6.0)
 WGT_ALPHA_INIT = 3.0   # about 3 sigma after weight normalization
-
-
-def _check_scheme(scheme: str) -> None:
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
 
 
 class ActivationQuantizer(nn.Module):
@@ -29,10 +24,11 @@ class ActivationQuantizer(nn.Module):
                  alpha: float = ACT_ALPHA_INIT):
         super().__init__()
         _check_bits(bits)
-        _check_scheme(scheme)
+        check_scheme(scheme)
+        check_k(k)
         self.bits, self.scheme, self.k = bits, scheme, k
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
-        self.projector = Projector(scheme, magnitude_levels(scheme, bits, k), bits)
+        self.projector = shared_projector(scheme, bits, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and (x.requires_grad or self.alpha.requires_grad):
@@ -54,12 +50,13 @@ class WeightQuantizer(nn.Module):
                  alpha: float = WGT_ALPHA_INIT):
         super().__init__()
         _check_bits(bits)
-        _check_scheme(scheme)
+        check_scheme(scheme)
+        check_k(k)
         if bits < 2:
             raise ValueError("signed weights need at least 2 bits (a sign and a magnitude bit)")
         self.bits, self.scheme, self.k = bits, scheme, k
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
-        self.projector = Projector(scheme, magnitude_levels(scheme, bits - 1, k), bits - 1)
+        self.projector = shared_projector(scheme, bits - 1, k)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return WeightQuantFn.apply(normalize_weight(w), self.alpha, self.projector)

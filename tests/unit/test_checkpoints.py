@@ -2,6 +2,8 @@
 import os
 from pathlib import Path
 
+import zipfile
+
 import pytest
 import torch
 
@@ -152,7 +154,7 @@ def test_missing_checkpoint_does_not_exist(tmp_path):
     assert "does not exist" in message(info, tmp_path / "nope.pth")
     with pytest.raises(UserError) as info:
         load_file(tmp_path)  # a folder is not a checkpoint file
-    assert "does not exist" in message(info, tmp_path)
+    assert "is not a file" in message(info, tmp_path)
 
 
 # --------------------------------------------------------------------------- mismatches
@@ -236,3 +238,23 @@ def test_save_atomic_failure_without_previous_file_leaves_nothing(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         save_atomic({"epoch": 2}, tmp_path / "new.pth")
     assert os.listdir(tmp_path) == []
+
+
+def test_damaged_pickle_inside_a_zip_is_corrupt_not_unsafe(tmp_path):
+    path = tmp_path / "damaged.pth"
+    torch.save({"a": torch.ones(2)}, path)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    pickle_name = next(name for name in members if name.endswith("data.pkl"))
+    members[pickle_name] = bytes(len(members[pickle_name]))
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(UserError) as info:
+        load_file(path)
+    assert "corrupt" in str(info.value) and "refused" not in str(info.value)
+
+
+def test_non_string_keys_are_not_a_state_dict():
+    with pytest.raises(UserError, match="no model state dict"):
+        extract_state_dict({0: torch.ones(1)})

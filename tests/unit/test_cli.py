@@ -1,4 +1,5 @@
 """The command line, run in-process (plus one subprocess run of ``python -m apot``)."""
+import hashlib
 import json
 import subprocess
 import sys
@@ -101,7 +102,8 @@ def test_module_entry_point():
 @pytest.mark.parametrize("argv, wanted", [
     (["levels", "--bits", "9"], "bits must be 1..8, got 9"),
     (["levels", "--bits", "two"], "bits must be an integer"),
-    (["levels", "--bits", "4", "--k", "0"], "must be a positive integer"),
+    (["levels", "--bits", "4", "--k", "0"], "k must be an integer from 1 to 8"),
+    (["levels", "--bits", "4", "--k", "40"], "k must be an integer from 1 to 8"),
     (["eval", "--arch", "resnet99", "--bits", "4", "--checkpoint", "c", "--data", "d"],
      "invalid choice: 'resnet99'"),
     (["eval", "--arch", "resnet20", "--bits", "1", "--checkpoint", "c", "--data", "d"],
@@ -160,6 +162,7 @@ def test_eval_end_to_end(capsys, checkpoints, dataset):
     assert result["arch"] == "resnet20" and result["bits"] == 4
     assert result["scheme"] == "apot" and result["device"] == "cpu"
     assert result["split"] == "test" and result["first_last"] == "8bit"
+    assert result["checkpoint_sha256"] == hashlib.sha256(checkpoints["q4"].read_bytes()).hexdigest()
 
 
 def test_eval_limit_per_class(capsys, checkpoints, dataset):
@@ -211,3 +214,21 @@ def test_eval_cuda_without_gpu(capsys, checkpoints, dataset):
     assert out == ""
     line = one_line_error(err)
     assert "no CUDA GPU" in line and "--device cpu" in line
+
+
+def test_eval_unknown_device_is_one_line(capsys, checkpoints, dataset):
+    code, out, err = run(capsys, *eval_args(checkpoints["q4"], dataset, "--bits", "4",
+                                            "--device", "tpu"))
+    assert code == 2 and out == ""
+    assert err.strip().count("\n") == 0 and "unknown device" in err
+
+
+def test_eval_refuses_a_checkpoint_recorded_for_other_bits(capsys, tmp_path, dataset):
+    path = tmp_path / "described.pth"
+    torch.save({"state_dict": build_model("resnet20", bits=4).state_dict(),
+                "model": {"arch": "resnet20", "bits": 4, "scheme": "apot", "k": 2,
+                          "first_last": "8bit"}}, path)
+    code, _, err = run(capsys, *eval_args(path, dataset, "--bits", "3", "--device", "cpu"))
+    assert code == 2 and "bits=4 (asked for 3)" in err
+    code, out, _ = run(capsys, *eval_args(path, dataset, "--bits", "4", "--device", "cpu"))
+    assert code == 0 and json.loads(out)["n"] == 20

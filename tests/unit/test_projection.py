@@ -120,3 +120,16 @@ def test_level_table_rejects_bad_sets():
         LevelTable([0.0, 0.5])  # maximum must be 1
     with pytest.raises(ValueError):
         LevelTable([-0.5, 1.0])
+
+
+def test_negative_inputs_go_to_zero_in_every_scheme():
+    x = torch.tensor([-0.3, -0.02, -0.0])
+    for scheme in ("apot", "pot", "uniform"):
+        out = Projector(scheme, magnitude_levels(scheme, 3), 3)(x)
+        assert out.tolist() == [0.0, 0.0, 0.0], scheme
+
+
+def test_level_table_refuses_other_dtypes():
+    table = TABLES[("apot", 4)]
+    with pytest.raises(TypeError, match="float32"):
+        table.project(torch.rand(4, dtype=torch.float64))
