@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .device import resolve_device
 from .errors import UserError
 from .models import ARCHS, build_model
 from .quant.convert import FIRST_LAST_POLICIES, FLOAT_BITS
@@ -47,25 +48,6 @@ def _base_bits(text: str) -> int:
     return value
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but no CUDA GPU is available; "
-                            "use --device cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here")
-    elif device.type != "cpu":
-        raise UserError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
-    return device
-
-
 def cmd_levels(args: argparse.Namespace) -> dict | list:
     values = levels(args.scheme, args.bits, signed=args.signed, k=args.k)
     return [str(v) for v in values] if args.exact else [float(v) for v in values]
@@ -84,7 +66,16 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     state = extract_state_dict(stored, source=str(args.checkpoint))
     start = time.perf_counter()
     _, _, input_size = ARCHS[args.arch]
-    if input_size == 32:
+    if (Path(args.data) / "manifest.json").is_file() and input_size == 32:
+        from .prepare import load_prepared
+        images, labels, manifest = load_prepared(args.data, args.split)
+        if args.limit_per_class:
+            keep = torch.cat([(labels == c).nonzero().flatten()[:args.limit_per_class]
+                              for c in labels.unique()]).sort().values
+            images, labels = images[keep], labels[keep]
+        batches = tensor_batches(images, labels, args.batch_size)
+        num_classes = len(manifest["classes"])
+    elif input_size == 32:
         images, labels, classes = read_split(args.data, args.split, limit=args.limit_per_class)
         batches, num_classes = tensor_batches(images, labels, args.batch_size), len(classes)
     else:
@@ -99,6 +90,60 @@ def cmd_eval(args: argparse.Namespace) -> dict:
             "checkpoint_sha256": file_sha256(args.checkpoint),
             "data": str(args.data), "split": args.split, "device": str(device),
             "seconds": round(time.perf_counter() - start, 2)}
+
+
+def cmd_prepare_data(args: argparse.Namespace) -> dict:
+    from .prepare import prepare_dataset
+    return prepare_dataset(args.dataset, args.out, mirror=args.mirror,
+                           download_root=args.download_root, imagenet_root=args.imagenet_root,
+                           train_per_class=args.train_per_class,
+                           test_per_class=args.test_per_class, seed=args.seed,
+                           synthetic_classes=args.synthetic_classes)
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    from .train import TrainConfig, train
+    values = {name: getattr(args, name) for name in (*TRAIN_FLAGS, "progress")}
+    return train(TrainConfig(**values))
+
+
+# TrainConfig field -> (type, help); defaults come from TrainConfig itself.
+TRAIN_FLAGS = {
+    "arch": (str, "architecture"), "data": (str, "prepared dataset folder"),
+    "out": (str, "run folder (resumed if it holds a checkpoint)"),
+    "epochs": (int, "number of epochs"), "bits": (int, "2..8, or 32 for float inner layers"),
+    "scheme": (str, "apot | pot | uniform"), "k": (int, "APoT base bit-width"),
+    "first_last": (str, "8bit | float"), "batch_size": (int, "training batch"),
+    "test_batch_size": (int, "test batch"), "lr": (float, "weights' initial learning rate"),
+    "momentum": (float, "SGD momentum"), "weight_decay": (float, "weights' weight decay"),
+    "act_alpha_lr": (float, "activation thresholds' lr"),
+    "act_alpha_wd": (float, "activation thresholds' weight decay"),
+    "wgt_alpha_lr": (float, "weight thresholds' lr"),
+    "wgt_alpha_wd": (float, "weight thresholds' weight decay"),
+    "act_alpha_init": (float, "initial activation threshold"),
+    "wgt_alpha_init": (float, "initial weight threshold (in weight std units)"),
+    "schedule": (str, "multistep | cosine"), "milestones": (int, "epochs where lr *= gamma"),
+    "gamma": (float, "multistep factor"), "init": (str, "progressive initialization checkpoint"),
+    "seed": (int, "seed of init, order and augmentation"), "device": (str, "auto | cpu | cuda"),
+    "threads": (int, "CPU threads (default: torch's)"),
+}
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from .train import TrainConfig
+    defaults = {f.name: f.default for f in TrainConfig.__dataclass_fields__.values()}
+    defaults["milestones"] = [150, 225]
+    required = {"arch", "data", "out", "epochs"}
+    for name, (kind, text) in TRAIN_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        extra = {"nargs": "*"} if name == "milestones" else {}
+        if name in required:
+            p.add_argument(flag, dest=name, type=kind, required=True, help=text, **extra)
+        else:
+            p.add_argument(flag, dest=name, type=kind, default=defaults[name],
+                           help=f"{text} (default {defaults[name]})", **extra)
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar on stderr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +180,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate only the first N images of each class (quick checks)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("prepare-data", help="decode a dataset once into tensors + manifest")
+    p.add_argument("--dataset", required=True,
+                   choices=["cifar10", "cifar100", "imagenet", "synthetic"])
+    p.add_argument("--out", type=Path, required=True, help="prepared dataset folder")
+    p.add_argument("--mirror", default=None,
+                   help="folder with cifar-10-images.tar.gz etc. (default: $APOT_DATA_MIRROR; "
+                        "unset: torchvision download)")
+    p.add_argument("--download-root", default=None, help="where torchvision downloads to")
+    p.add_argument("--imagenet-root", default=None, help="ImageNet folder with train/ and val/")
+    p.add_argument("--train-per-class", type=_positive, default=None,
+                   help="keep a seeded, class-balanced subset of the training set")
+    p.add_argument("--test-per-class", type=_positive, default=None)
+    p.add_argument("--seed", type=int, default=0, help="subset / generator seed")
+    p.add_argument("--synthetic-classes", type=_positive, default=10)
+    p.set_defaults(run=cmd_prepare_data)
+
+    p = sub.add_parser("train", help="train or fine-tune one model (resumes); prints metrics")
+    add_train_arguments(p)
+    p.set_defaults(run=cmd_train)
     return parser
 
 

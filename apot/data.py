@@ -29,43 +29,59 @@ def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def _split_member(name: str, split: str) -> tuple[str, str] | None:
-    """(class, file) if ``name`` is ``[prefix/]<split>/<class>/<file>`` with an image suffix."""
+def _split_member(name: str, splits: tuple[str, ...]) -> tuple[str, str, str] | None:
+    """(split, class, file) if ``name`` is ``[prefix/]<split>/<class>/<file>`` with an image
+    suffix and ``split`` in ``splits``; None for anything else (folders, hidden files)."""
     parts = PurePosixPath(name).parts
     if any(part.startswith(".") or part == "__MACOSX" for part in parts if part not in (".", "..")):
         return None  # macOS resource forks (._x.png) and other hidden files
-    if len(parts) < 3 or parts[-3] != split or not parts[-1].lower().endswith(IMAGE_SUFFIXES):
+    if len(parts) < 3 or parts[-3] not in splits or not parts[-1].lower().endswith(IMAGE_SUFFIXES):
         return None
-    return parts[-2], parts[-1]
+    return parts[-3], parts[-2], parts[-1]
 
 
-def _archive_members(path: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
-    """(class, file, bytes) of a split's images in a tar/tar.gz/zip archive, in stored order."""
+def _check_member_name(name: str, path: Path) -> None:
+    """Refuse archive members that would land outside the archive's root if unpacked."""
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts:
+        raise UserError(f"archive {path} is unsafe: member {name!r} points outside the archive "
+                        f"(absolute path or '..'); refusing to read it")
+
+
+def _archive_members(path: Path, splits: tuple[str, ...]) -> Iterator[tuple[str, str, str, bytes]]:
+    """(split, class, file, bytes) of the images of ``splits`` in an archive, in stored order.
+
+    Nothing is unpacked to disk; members with unsafe names stop the read, and links and other
+    non-regular members are ignored (an image must be a regular file inside the archive).
+    """
     if path.name.lower().endswith(".zip"):
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
-                key = None if info.is_dir() else _split_member(info.filename, split)
+                _check_member_name(info.filename, path)
+                key = None if info.is_dir() else _split_member(info.filename, splits)
                 if key:
                     yield (*key, archive.read(info))
         return
     with tarfile.open(path, mode="r:*") as archive:
         for member in archive:
-            key = _split_member(member.name, split) if member.isfile() else None
+            _check_member_name(member.name, path)
+            key = _split_member(member.name, splits) if member.isfile() else None
             if key:
                 yield (*key, archive.extractfile(member).read())
 
 
-def _folder_members(root: Path, split: str) -> Iterator[tuple[str, str, bytes]]:
-    candidates = [root / split] + [child / split for child in sorted(root.iterdir())
-                                   if child.is_dir()]
-    split_dir = next((c for c in candidates if c.is_dir()), None)
-    if split_dir is None:
-        raise UserError(f"{root} has no '{split}' folder (expected {root}/{split}/<class>/<image>)")
-    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        for image in sorted(class_dir.iterdir()):
-            if (image.is_file() and image.suffix.lower() in IMAGE_SUFFIXES
-                    and not image.name.startswith(".")):
-                yield class_dir.name, image.name, image.read_bytes()
+def _folder_members(root: Path, splits: tuple[str, ...]) -> Iterator[tuple[str, str, str, bytes]]:
+    for split in splits:
+        candidates = [root / split] + [child / split for child in sorted(root.iterdir())
+                                       if child.is_dir()]
+        split_dir = next((c for c in candidates if c.is_dir()), None)
+        if split_dir is None:
+            continue  # reported by the caller with the other missing splits
+        for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            for image in sorted(class_dir.iterdir()):
+                if (image.is_file() and image.suffix.lower() in IMAGE_SUFFIXES
+                        and not image.name.startswith(".")):
+                    yield split, class_dir.name, image.name, image.read_bytes()
 
 
 def class_order(names: set[str]) -> list[str]:
@@ -84,31 +100,42 @@ def _decode(data: bytes, where: str) -> np.ndarray:
                         f"download or copy it again") from None
 
 
-def read_split(path: str | Path, split: str = "test",
-               limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Read one split of an image-folder dataset into memory.
+def read_splits(path: str | Path, splits: tuple[str, ...] = ("train", "test"),
+                limit: int | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor, list[str]]]:
+    """Read several splits of an image-folder dataset in one pass over the folder or archive.
 
-    Returns (images uint8 (N, 3, H, W), labels int64 (N,), class names). All images must share
-    one size (small-image datasets). ``limit`` keeps the first ``limit`` images per class in
-    file-name order, for quick checks.
+    Returns {split: (images uint8 (N, 3, H, W), labels int64 (N,), class names)}. All images
+    must share one size (small-image datasets). ``limit`` keeps the first ``limit`` images per
+    class in file-name order, for quick checks. Every split must exist and have the same classes.
     """
     path = Path(path)
     if not path.exists():
         raise UserError(f"dataset {path} does not exist (give an image-folder archive or folder)")
+    grouped: dict[str, dict[str, list[tuple[str, bytes]]]] = {s: {} for s in splits}
     try:
-        members = (_archive_members(path, split) if is_archive(path)
-                   else _folder_members(path, split))
-        grouped: dict[str, list[tuple[str, bytes]]] = {}
-        for cls, name, data in members:
-            grouped.setdefault(cls, []).append((name, data))
+        members = (_archive_members(path, splits) if is_archive(path)
+                   else _folder_members(path, splits))
+        for split, cls, name, data in members:
+            grouped[split].setdefault(cls, []).append((name, data))
     except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"dataset archive {path} is corrupt or truncated ({reason}); "
                         f"download or copy it again") from None
-    if not grouped:
-        raise UserError(f"{path} has no images under '{split}/<class>/' "
-                        f"(expected <root>/{split}/<class>/<image>)")
-    classes = class_order(set(grouped))
+    missing = [s for s in splits if not grouped[s]]
+    if missing:
+        raise UserError(f"{path} has no images under {', '.join(repr(s + '/<class>/') for s in missing)}"
+                        f" (expected <root>/<split>/<class>/<image>); the dataset is incomplete")
+    names = {s: set(grouped[s]) for s in splits}
+    if len({frozenset(n) for n in names.values()}) > 1:
+        raise UserError(f"{path}: the splits have different classes "
+                        f"({', '.join(f'{s}: {len(n)}' for s, n in names.items())})")
+    classes = class_order(names[splits[0]])
+    return {split: _decode_split(grouped[split], classes, limit, split, path) for split in splits}
+
+
+def _decode_split(grouped: dict[str, list[tuple[str, bytes]]], classes: list[str],
+                  limit: int | None, split: str,
+                  path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     images, labels = [], []
     for label, cls in enumerate(classes):
         for name, data in sorted(grouped[cls])[:limit]:
@@ -116,7 +143,13 @@ def read_split(path: str | Path, split: str = "test",
             labels.append(label)
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
-        raise UserError(f"images in {path} have different sizes {sorted(shapes)[:3]}; this "
+        raise UserError(f"images of {split}/ in {path} have different sizes {sorted(shapes)[:3]}; this "
                         f"reader is for small fixed-size images (CIFAR)")
     stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     return stacked, torch.tensor(labels, dtype=torch.int64), classes
+
+
+def read_split(path: str | Path, split: str = "test",
+               limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """One split of an image-folder dataset: see ``read_splits``."""
+    return read_splits(path, (split,), limit)[split]

@@ -170,8 +170,7 @@ def test_no_test_split(tmp_path, kind):
     with pytest.raises(UserError) as info:
         read_split(path, "test")
     text = message(info, path)
-    assert ("has no images under 'test/<class>/'" in text if kind != "folder"
-            else "has no 'test' folder" in text), text
+    assert "has no images under 'test/<class>/'" in text, text
 
 
 def test_truncated_tar_gz(tree, tmp_path):

@@ -1,0 +1,82 @@
+"""Batches from in-memory uint8 tensors, with batched augmentation on the model's device.
+
+The whole small-image dataset lives on the device as uint8 (CIFAR-10: 150 MB); each batch is
+gathered, randomly cropped from a 4-pixel zero padding, randomly flipped and normalized with
+tensor operations over the batch: no per-image Python, no worker processes. The random order and
+augmentations of epoch e come from a generator seeded with (seed, e), so a resumed run sees
+exactly the batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .evaluate import CIFAR_MEAN, CIFAR_STD
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The CPU generator that drives epoch ``epoch``'s order and augmentation."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def random_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
+                     pad: int = 4) -> torch.Tensor:
+    """Crop each image of a uint8 (B, C, H, W) batch from its zero-padded copy, then flip.
+
+    offsets: int64 (B, 2) top-left corner (row, col) in the padded image, each in [0, 2*pad];
+    flips: bool (B,) mirror left-right. Equals torchvision's RandomCrop(H, padding=pad) +
+    RandomHorizontalFlip for the same draws.
+    """
+    b, _, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
+    rows = offsets[:, 0:1] + torch.arange(h, device=images.device)  # (B, H)
+    cols = offsets[:, 1:2] + torch.arange(w, device=images.device)  # (B, W)
+    cols = torch.where(flips.unsqueeze(1), cols.flip(1), cols)
+    batch = torch.arange(b, device=images.device).view(b, 1, 1)
+    # Advanced indices around a slice: the result is (B, H, W, C).
+    return padded[batch, :, rows.unsqueeze(2), cols.unsqueeze(1)].permute(0, 3, 1, 2)
+
+
+class TensorLoader:
+    """Iterates (normalized float32 images (B, C, H, W), int64 labels (B,)) on ``device``.
+
+    images: uint8 (N, C, H, W); labels: int64 (N,). ``train=True`` shuffles and augments;
+    otherwise batches come in order, unaugmented.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 train: bool, device: torch.device | str = "cpu", seed: int = 0,
+                 mean=CIFAR_MEAN, std=CIFAR_STD, pad: int = 4):
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.batch_size, self.train, self.seed, self.pad = batch_size, train, seed, pad
+        self.device = torch.device(device)
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1).mul(255)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1).mul(255)
+
+    def __len__(self) -> int:
+        """Batches per epoch (the last one may be smaller)."""
+        return -(-len(self.labels) // self.batch_size)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() - self.mean) / self.std
+
+    def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        if not self.train:
+            for start in range(0, n, self.batch_size):
+                stop = start + self.batch_size
+                yield self.normalize(self.images[start:stop]), self.labels[start:stop]
+            return
+        generator = epoch_generator(self.seed, epoch)
+        order = torch.randperm(n, generator=generator)
+        offsets = torch.randint(0, 2 * self.pad + 1, (n, 2), generator=generator)
+        flips = torch.rand(n, generator=generator) < 0.5
+        order, offsets, flips = (t.to(self.device) for t in (order, offsets, flips))
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            batch = random_crop_flip(self.images[idx], offsets[start:start + len(idx)],
+                                     flips[start:start + len(idx)], self.pad)
+            yield self.normalize(batch), self.labels[idx]
