@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +105,7 @@ def _from_download(name: str, root: Path) -> tuple[dict, dict]:
             ds = cls(root=str(root), train=split == "train", download=True)
             images = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).contiguous()
             data[split] = (images, torch.tensor(ds.targets, dtype=torch.int64))
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, tarfile.TarError) as exc:
         raise UserError(
             f"cannot download {name} ({str(exc).splitlines()[0] if str(exc) else exc!r}). "
             f"Offline? Put {SMALL_DATASETS[name][1]} in a folder and set {MIRROR_ENV} to it, "
@@ -151,7 +153,10 @@ def _imagenet_manifest(root: Path) -> dict:
         if classes is not None and split_classes != classes:
             raise UserError(f"ImageNet folder {root}: train/ and val/ have different classes")
         classes = split_classes
-        files = sorted(p for p in split_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        # what ImageFolder will load: images inside class folders, hidden files left out
+        files = sorted(p for c in split_dir.iterdir() if c.is_dir() for p in c.rglob("*")
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                       and not p.name.startswith("."))
         for p in files:  # a cheap fingerprint of the listing: names and sizes, not contents
             listing.update(f"{p.relative_to(root).as_posix()}:{p.stat().st_size}\n".encode())
         counts[split] = len(files)
@@ -177,7 +182,9 @@ def prepare_dataset(name: str, out: str | os.PathLike, *, mirror: str | None = N
     if name == "synthetic":
         data = {"train": synthetic_split(synthetic_classes, train_per_class or 100, seed),
                 "test": synthetic_split(synthetic_classes, test_per_class or 20, seed + 1)}
-        info = {"source": {"kind": "synthetic", "generator": "apot.prepare.synthetic_split"},
+        info = {"source": {"kind": "synthetic", "generator": "apot.prepare.synthetic_split",
+                           "per_class": {"train": train_per_class or 100,
+                                         "test": test_per_class or 20}},
                 "classes": [f"class{i}" for i in range(synthetic_classes)]}
         return _write_small(out, name, data, info, {"train": None, "test": None}, seed)
     num_classes, archive_name, _ = SMALL_DATASETS[name]

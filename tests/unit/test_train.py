@@ -1,0 +1,185 @@
+"""The training engine on a small generated dataset: files, resume, config checks, init."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from apot.checkpoints import load_file
+from apot.cli import main
+from apot.errors import UserError
+from apot.models import build_model
+from apot.prepare import prepare_dataset
+from apot.train import (BEST, CHECKPOINT, HISTORY, HISTORY_FIELDS, METRICS, Run, TrainConfig,
+                        parameter_groups, train)
+
+# Columns that are measurements of the machine, not results of the computation.
+TIMING = ("images_per_s", "epoch_seconds")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synthetic")
+    prepare_dataset("synthetic", out, train_per_class=24, test_per_class=8)
+    return out
+
+
+def config(data: Path, out: Path, **changes) -> TrainConfig:
+    base = TrainConfig(arch="resnet20", data=str(data), out=str(out), epochs=2, batch_size=48,
+                       lr=0.05, milestones=[1], progress=False, device="cpu")
+    if changes.get("epochs") == 1:
+        changes.setdefault("milestones", [])  # a milestone must fall inside the run
+    return replace(base, **changes)
+
+
+def results(run_dir: Path) -> list[dict]:
+    with open(run_dir / HISTORY) as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(handle)]
+
+
+def test_a_run_writes_history_metrics_and_checkpoints(data, tmp_path):
+    metrics = train(config(data, tmp_path / "run"))
+    run_dir = tmp_path / "run"
+    rows = list(csv.DictReader(open(run_dir / HISTORY)))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert tuple(rows[0]) == HISTORY_FIELDS
+    assert float(rows[0]["lr"]) == pytest.approx(0.05) and float(rows[1]["lr"]) == pytest.approx(0.005)
+    tops = [float(r["test_top1"]) for r in rows]
+    assert metrics["best_top1"] == max(tops) and metrics["final_top1"] == tops[-1]
+    assert metrics["best_epoch"] == tops.index(max(tops))
+    assert json.loads((run_dir / METRICS).read_text()) == metrics
+    assert metrics["device"] == "cpu" and metrics["seed"] == 0 and metrics["epochs"] == 2
+    assert metrics["dataset"] == "synthetic" and "best test top-1" in metrics["note"]
+    state = load_file(run_dir / CHECKPOINT)
+    assert state["epoch"] == 2 and state["config"]["lr"] == 0.05
+    assert {"model", "optimizer", "scheduler", "rng", "history"} <= set(state)
+    best = load_file(run_dir / BEST)
+    assert best["model"]["bits"] == 32 and best["epoch"] == metrics["best_epoch"] + 1
+
+
+def test_second_call_finds_the_run_complete(data, tmp_path):
+    cfg = config(data, tmp_path / "run", epochs=1)
+    first = train(cfg)
+    stamp = os.stat(tmp_path / "run" / CHECKPOINT).st_mtime_ns
+    assert train(cfg) == first
+    assert os.stat(tmp_path / "run" / CHECKPOINT).st_mtime_ns == stamp
+
+
+def test_sigkill_mid_epoch_then_rerun_equals_uninterrupted(data, tmp_path):
+    args = ["train", "--arch", "resnet20", "--data", str(data), "--epochs", "3",
+            "--batch-size", "16", "--lr", "0.05", "--milestones", "2", "--device", "cpu",
+            "--threads", "1", "--no-progress"]
+    command = [sys.executable, "-m", "apot", *args]
+    subprocess.run(command + ["--out", str(tmp_path / "whole")], check=True,
+                   capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command + ["--out", str(killed)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (killed / CHECKPOINT).exists():  # epoch 0 done: now inside epoch 1
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended too early"
+        time.sleep(0.02)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert load_file(killed / CHECKPOINT)["epoch"] == 1, "kill did not land in epoch 1"
+    assert not (killed / METRICS).exists()
+    subprocess.run(command + ["--out", str(killed)], check=True, capture_output=True)
+
+    assert results(killed) == results(tmp_path / "whole")
+    whole = json.loads((tmp_path / "whole" / METRICS).read_text())
+    resumed = json.loads((killed / METRICS).read_text())
+    for key in ("best_top1", "best_epoch", "final_top1", "final_top5", "final_test_loss"):
+        assert resumed[key] == whole[key], key
+    a = load_file(killed / CHECKPOINT)["state_dict"]
+    b = load_file(tmp_path / "whole" / CHECKPOINT)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resuming_with_another_config_is_refused(data, tmp_path):
+    train(config(data, tmp_path / "run", epochs=1))
+    with pytest.raises(UserError, match="another config.*lr"):
+        train(config(data, tmp_path / "run", epochs=1, lr=0.1))
+
+
+def test_progressive_initialization_keeps_float_weights(data, tmp_path):
+    train(config(data, tmp_path / "fp", epochs=1))
+    run = Run(config(data, tmp_path / "q4", bits=4, init=str(tmp_path / "fp" / BEST)))
+    run.initialize_from(run.cfg.init)
+    fp = load_file(tmp_path / "fp" / BEST)["state_dict"]
+    state = run.model.state_dict()
+    assert torch.equal(state["layer1.0.conv1.weight"], fp["layer1.0.conv1.weight"])
+    assert state["layer1.0.conv1.act_quantizer.alpha"].item() == 8.0  # initial threshold
+    metrics = train(config(data, tmp_path / "q4", bits=4, epochs=1,
+                           init=str(tmp_path / "fp" / BEST)))
+    assert metrics["bits"] == 4 and metrics["init"].endswith(BEST)
+
+
+def test_initialization_from_another_architecture_is_refused(data, tmp_path):
+    path = tmp_path / "r32.pt"
+    torch.save({"model": {"arch": "resnet32"}, "state_dict": build_model("resnet32").state_dict()},
+               path)
+    with pytest.raises(UserError, match="resnet32"):
+        train(config(data, tmp_path / "run", init=str(path)))
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"epochs": 0}, "epochs must be at least 1"),
+    ({"bits": 9}, "bits must be 2..8 or 32"),
+    ({"milestones": [2]}, "milestones [2] must lie between 1 and epochs-1"),
+    ({"schedule": "step"}, "schedule must be one of"),
+    ({"arch": "vgg"}, "arch 'vgg' is unknown"),
+])
+def test_invalid_configs_name_the_problem(data, tmp_path, change, words):
+    with pytest.raises(UserError) as info:
+        train(config(data, tmp_path / "run", **change))
+    assert words in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\(\)`")
+def test_threshold_parameter_groups_and_schedules(data, tmp_path):
+    cfg = config(data, tmp_path / "run", bits=4, epochs=4, milestones=[2, 3])
+    run = Run(cfg)
+    groups = {g["name"]: g for g in run.optimizer.param_groups}
+    assert groups["act_alpha"]["lr"] == 0.1 and groups["act_alpha"]["weight_decay"] == 1e-4
+    assert groups["wgt_alpha"]["lr"] == 0.02 and groups["wgt_alpha"]["weight_decay"] == 1e-4
+    assert groups["weights"]["lr"] == 0.05 and groups["weights"]["weight_decay"] == 5e-4
+    assert len(groups["act_alpha"]["params"]) == len(groups["wgt_alpha"]["params"]) == 20
+    lrs = []
+    for _ in range(4):
+        lrs.append([g["lr"] for g in run.optimizer.param_groups])
+        run.scheduler.step()
+    # every group, thresholds included, is divided by 10 at each milestone (authors' rule)
+    assert lrs[2] == pytest.approx([x * 0.1 for x in lrs[0]])
+    assert lrs[3] == pytest.approx([x * 0.01 for x in lrs[0]])
+    cosine = Run(replace(cfg, schedule="cosine"))
+    cosine.scheduler.step()
+    assert cosine.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * (1 + 0.7071068) / 2)
+    float_groups = parameter_groups(build_model("resnet20"), cfg)
+    assert [g["name"] for g in float_groups] == ["weights"]
+
+
+def test_cli_train_then_eval_on_the_prepared_data(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--arch", "resnet20", "--data", str(data), "--out", str(out),
+                 "--epochs", "1", "--milestones", "--bits", "3", "--device", "cpu",
+                 "--no-progress"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert main(["eval", "--arch", "resnet20", "--bits", "3", "--checkpoint",
+                 str(out / BEST), "--data", str(data), "--device", "cpu"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["n"] == 80
+    assert evaluated["top1"] == pytest.approx(metrics["best_top1"])
+    # the best checkpoint records its bit-width: evaluating it as 4-bit is refused
+    assert main(["eval", "--arch", "resnet20", "--bits", "4", "--checkpoint",
+                 str(out / BEST), "--data", str(data), "--device", "cpu"]) == 2
+    assert "bits=3 (asked for 4)" in capsys.readouterr().err
