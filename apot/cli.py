@@ -126,6 +126,7 @@ TRAIN_FLAGS = {
     "gamma": (float, "multistep factor"), "init": (str, "progressive initialization checkpoint"),
     "seed": (int, "seed of init, order and augmentation"), "device": (str, "auto | cpu | cuda"),
     "threads": (int, "CPU threads (default: torch's)"),
+    "workers": (int, "image-decoding processes (ImageNet)"),
 }
 
 

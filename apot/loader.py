@@ -80,3 +80,39 @@ class TensorLoader:
             batch = random_crop_flip(self.images[idx], offsets[start:start + len(idx)],
                                      flips[start:start + len(idx)], self.pad)
             yield self.normalize(batch), self.labels[idx]
+
+
+class ImageFolderLoader:
+    """Streamed batches from an ImageNet-style folder (``<root>/<class>/<image>``).
+
+    Training: Resize(256), RandomCrop(224), RandomHorizontalFlip (the authors' ImageNet recipe,
+    not RandomResizedCrop); evaluation: Resize(256), CenterCrop(224). ImageNet normalization.
+    Decoding runs in ``workers`` processes. Epoch e is shuffled by a generator seeded with
+    (seed, e), and each worker's augmentation RNG is derived from it, so a resumed run replays
+    the same epoch.
+    """
+
+    def __init__(self, root: str, batch_size: int, train: bool, device="cpu", seed: int = 0,
+                 workers: int = 2):
+        import torchvision.transforms as T
+        from torchvision.datasets import ImageFolder
+
+        from .evaluate import IMAGENET_MEAN, IMAGENET_STD
+
+        crop = [T.RandomCrop(224), T.RandomHorizontalFlip()] if train else [T.CenterCrop(224)]
+        transform = T.Compose([T.Resize(256), *crop, T.ToTensor(),
+                               T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        self.dataset = ImageFolder(root, transform=transform)
+        self.batch_size, self.train, self.seed, self.workers = batch_size, train, seed, workers
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.batch_size, shuffle=self.train,
+            generator=epoch_generator(self.seed, epoch) if self.train else None,
+            num_workers=self.workers, pin_memory=self.device.type == "cuda")
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

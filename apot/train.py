@@ -32,16 +32,16 @@ from .checkpoints import (ALPHA_SUFFIXES, check_model_meta, extract_state_dict, 
                           load_into_model, save_atomic)
 from .device import resolve_device
 from .errors import UserError
-from .loader import TensorLoader
+from .loader import ImageFolderLoader, TensorLoader
 from .models import ARCHS, build_model
-from .prepare import load_prepared
+from .prepare import load_manifest, load_prepared
 
 SCHEDULES = ("multistep", "cosine")
 CHECKPOINT, BEST, HISTORY, METRICS = "checkpoint.pt", "best.pt", "history.csv", "metrics.json"
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1",
                   "test_top5", "images_per_s", "epoch_seconds")
 # Config fields that do not change the result: a resumed run may differ in these.
-RUNTIME_FIELDS = ("device", "threads", "progress")
+RUNTIME_FIELDS = ("device", "threads", "workers", "progress")
 
 
 @dataclass
@@ -73,6 +73,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    workers: int = 2               # decoding processes (ImageNet only)
     progress: bool = True
 
     def validate(self) -> None:
@@ -96,6 +97,21 @@ class TrainConfig:
     def result_fields(self) -> dict:
         """The fields a resumed run must share with the interrupted one."""
         return {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
+
+
+def make_loaders(cfg: TrainConfig, manifest: dict, device: torch.device):
+    """(train, test) loaders: in-memory tensors for prepared small datasets, streamed folders
+    for ImageNet (its manifest points at the folder)."""
+    if manifest.get("dataset") == "imagenet":
+        root = Path(manifest["source"]["path"])
+        return (ImageFolderLoader(str(root / "train"), cfg.batch_size, True, device, cfg.seed,
+                                  cfg.workers),
+                ImageFolderLoader(str(root / "val"), cfg.test_batch_size, False, device,
+                                  workers=cfg.workers))
+    train_images, train_labels, _ = load_prepared(cfg.data, "train")
+    test_images, test_labels, _ = load_prepared(cfg.data, "test")
+    return (TensorLoader(train_images, train_labels, cfg.batch_size, True, device, cfg.seed),
+            TensorLoader(test_images, test_labels, cfg.test_batch_size, False, device))
 
 
 def model_description(cfg: TrainConfig) -> dict:
@@ -140,14 +156,9 @@ class Run:
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        train_images, train_labels, manifest = load_prepared(cfg.data, "train")
-        test_images, test_labels, _ = load_prepared(cfg.data, "test", verify=True)
-        self.manifest = manifest
-        self.num_classes = len(manifest["classes"])
-        self.train_loader = TensorLoader(train_images, train_labels, cfg.batch_size, True,
-                                         self.device, cfg.seed)
-        self.test_loader = TensorLoader(test_images, test_labels, cfg.test_batch_size, False,
-                                        self.device)
+        self.manifest = load_manifest(cfg.data)
+        self.num_classes = len(self.manifest["classes"])
+        self.train_loader, self.test_loader = make_loaders(cfg, self.manifest, self.device)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.arch, self.num_classes, cfg.bits, cfg.scheme, cfg.k,
                                  cfg.first_last, act_alpha=cfg.act_alpha_init,

@@ -145,7 +145,7 @@ def test_invalid_configs_name_the_problem(data, tmp_path, change, words):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\(\)`")
+@pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)`")
 def test_threshold_parameter_groups_and_schedules(data, tmp_path):
     cfg = config(data, tmp_path / "run", bits=4, epochs=4, milestones=[2, 3])
     run = Run(cfg)
@@ -183,3 +183,27 @@ def test_cli_train_then_eval_on_the_prepared_data(data, tmp_path, capsys):
     assert main(["eval", "--arch", "resnet20", "--bits", "4", "--checkpoint",
                  str(out / BEST), "--data", str(data), "--device", "cpu"]) == 2
     assert "bits=3 (asked for 4)" in capsys.readouterr().err
+
+
+def test_imagenet_folder_streams_through_the_engine(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for cls in ("n01", "n02"):
+            folder = tmp_path / "imagenet" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray((rng.random((70, 90, 3)) * 255).astype("uint8")).save(
+                    folder / f"{i}.JPEG")
+    prepare_dataset("imagenet", tmp_path / "prepared", imagenet_root=str(tmp_path / "imagenet"))
+    cfg = TrainConfig(arch="resnet18", data=str(tmp_path / "prepared"), out=str(tmp_path / "run"),
+                      epochs=1, milestones=[], bits=5, batch_size=4, test_batch_size=4,
+                      lr=0.01, act_alpha_init=6.0, workers=0, progress=False, device="cpu")
+    run = Run(cfg)
+    x, y = next(run.train_loader.epoch(0))
+    assert x.shape == (4, 3, 224, 224) and y.tolist() != [] and run.num_classes == 2
+    metrics = train(cfg)
+    assert metrics["dataset"] == "imagenet" and metrics["bits"] == 5
+    assert [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "run" / HISTORY))] == [0]
