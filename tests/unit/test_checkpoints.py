@@ -1,8 +1,7 @@
 """Checkpoint reading and writing: the authors' files, refused and corrupt files, mismatches."""
 import os
-from pathlib import Path
-
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,14 +12,6 @@ from apot.errors import UserError
 from apot.models import build_model
 
 AUTHORS_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "apot-authors-checkpoints"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: the default thread pool mostly waits
-    yield
-    torch.set_num_threads(threads)
 
 
 def message(info: pytest.ExceptionInfo, *paths: Path) -> str:

@@ -21,16 +21,6 @@ def alpha_params(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if n.endswith(".alpha")}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The test machine has 2 shared cores: torch's default thread pool then spends most of its
-    # time waiting (observed 100x slower conv2d under load). One thread is fast and stable.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
