@@ -57,7 +57,8 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     from .checkpoints import (check_model_meta, extract_state_dict, file_sha256, load_file,
                               load_into_model)
     from .data import read_split
-    from .evaluate import evaluate, imagenet_batches, tensor_batches
+    from .evaluate import evaluate
+    from .loader import ImageFolderLoader, TensorLoader
 
     device = resolve_device(args.device)
     stored = load_file(args.checkpoint)
@@ -73,15 +74,18 @@ def cmd_eval(args: argparse.Namespace) -> dict:
             keep = torch.cat([(labels == c).nonzero().flatten()[:args.limit_per_class]
                               for c in labels.unique()]).sort().values
             images, labels = images[keep], labels[keep]
-        batches = tensor_batches(images, labels, args.batch_size)
+        batches = TensorLoader(images, labels, args.batch_size, False, device,
+                               channels_last=False).epoch()
         num_classes = len(manifest["classes"])
     elif input_size == 32:
         images, labels, classes = read_split(args.data, args.split, limit=args.limit_per_class)
-        batches, num_classes = tensor_batches(images, labels, args.batch_size), len(classes)
+        batches = TensorLoader(images, labels, args.batch_size, False, device,
+                               channels_last=False).epoch()
+        num_classes = len(classes)
     else:
-        folder = Path(args.data) / args.split
-        batches = imagenet_batches(folder, args.batch_size)
-        num_classes = len(batches.dataset.classes)
+        loader = ImageFolderLoader(str(Path(args.data) / args.split), args.batch_size, False,
+                                   device)
+        batches, num_classes = loader.epoch(), len(loader.dataset.classes)
     model = build_model(args.arch, num_classes, args.bits, args.scheme, args.k, args.first_last)
     load_into_model(model, state, source=str(args.checkpoint))
     result = evaluate(model, batches, device)

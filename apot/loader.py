@@ -8,12 +8,19 @@ exactly the batches an uninterrupted one would.
 """
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
-from .evaluate import CIFAR_MEAN, CIFAR_STD
+from .errors import UserError
+
+# The authors' CIFAR normalization (CIFAR10/main.py) and torchvision's ImageNet one, per RGB channel.
+CIFAR_MEAN = (0.491, 0.482, 0.447)
+CIFAR_STD = (0.247, 0.243, 0.262)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -35,7 +42,8 @@ def random_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.T
     cols = offsets[:, 1:2] + torch.arange(w, device=images.device)  # (B, W)
     cols = torch.where(flips.unsqueeze(1), cols.flip(1), cols)
     batch = torch.arange(b, device=images.device).view(b, 1, 1)
-    # Advanced indices around a slice: the result is (B, H, W, C).
+    # Advanced indices around a slice give (B, H, W, C) in memory: viewed as (B, C, H, W) that
+    # is the channels-last layout, which the loader keeps (see TensorLoader).
     return padded[batch, :, rows.unsqueeze(2), cols.unsqueeze(1)].permute(0, 3, 1, 2)
 
 
@@ -43,25 +51,37 @@ class TensorLoader:
     """Iterates (normalized float32 images (B, C, H, W), int64 labels (B,)) on ``device``.
 
     images: uint8 (N, C, H, W); labels: int64 (N,). ``train=True`` shuffles and augments;
-    otherwise batches come in order, unaugmented.
+    otherwise batches come in order, unaugmented. Batches are in the channels-last memory
+    layout by default: convolutions then keep it through the network, which on the CPU
+    measured 10-25 % faster per ResNet-20 step than the standard layout, float and quantized
+    alike (the quantizers keep their input's layout). ``channels_last=False`` gives the
+    standard layout, in which the authors evaluated (round-off at quantization-level
+    boundaries depends on the convolution algorithm, so ``apot eval`` uses it).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                  train: bool, device: torch.device | str = "cpu", seed: int = 0,
-                 mean=CIFAR_MEAN, std=CIFAR_STD, pad: int = 4):
+                 mean=CIFAR_MEAN, std=CIFAR_STD, pad: int = 4, channels_last: bool = True):
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.batch_size, self.train, self.seed, self.pad = batch_size, train, seed, pad
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
         self.device = torch.device(device)
-        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1).mul(255)
-        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1).mul(255)
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
 
     def __len__(self) -> int:
         """Batches per epoch (the last one may be smaller)."""
         return -(-len(self.labels) // self.batch_size)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() - self.mean) / self.std
+        """uint8 (B, C, H, W) -> float32 (x / 255 - mean) / std in the loader's layout.
+
+        The same float operations as torchvision's ToTensor + Normalize (the authors'
+        pipeline), in place on one fresh tensor.
+        """
+        images = images.contiguous(memory_format=self.layout)
+        return images.float().div_(255).sub_(self.mean).div_(self.std)
 
     def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
@@ -97,12 +117,15 @@ class ImageFolderLoader:
         import torchvision.transforms as T
         from torchvision.datasets import ImageFolder
 
-        from .evaluate import IMAGENET_MEAN, IMAGENET_STD
-
         crop = [T.RandomCrop(224), T.RandomHorizontalFlip()] if train else [T.CenterCrop(224)]
         transform = T.Compose([T.Resize(256), *crop, T.ToTensor(),
                                T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-        self.dataset = ImageFolder(root, transform=transform)
+        if not os.path.isdir(root):
+            raise UserError(f"ImageNet data {root} is not a folder (expected {root}/<class>/<image>)")
+        try:
+            self.dataset = ImageFolder(root, transform=transform)
+        except (FileNotFoundError, OSError) as exc:
+            raise UserError(f"ImageNet data {root}: {exc}") from None
         self.batch_size, self.train, self.seed, self.workers = batch_size, train, seed, workers
         self.device = torch.device(device)
 

@@ -6,8 +6,10 @@ Times, in one process with torch.set_num_threads(2):
     levels, argmin: what the authors' code does);
   * one ResNet-20 training step (batch 128, SGD) in FP32 and in 4-bit APoT with either
     projection.
-Measurements of the variants are interleaved round by round and summarized by their median,
-so that a noisy neighbour slows all variants alike. The last line is exactly
+Both steps are also timed with channels-last input, the layout the training engine's loader
+produces (faster for both, so the ratio differs). Measurements of the variants are interleaved
+round by round and summarized by their median, so that a noisy neighbour slows all variants
+alike. The last line is exactly
 ``quantizer_speedup=<reference / ours, fwd+bwd> step_ratio=<APoT-4 step / FP32 step>``.
 
 Usage: python bench/quantizer.py [--rounds N]
@@ -51,7 +53,8 @@ def quantizer_case(reference: bool) -> Callable[[], None]:
     return run
 
 
-def step_case(bits: int, reference: bool = False) -> Callable[[], None]:
+def step_case(bits: int, reference: bool = False,
+              channels_last: bool = False) -> Callable[[], None]:
     torch.manual_seed(0)
     model = build_model("resnet20", bits=bits, first_last="8bit" if bits < 32 else "float")
     if reference:
@@ -60,6 +63,8 @@ def step_case(bits: int, reference: bool = False) -> Callable[[], None]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(128, 3, 32, 32, generator=generator)
+    if channels_last:  # the layout apot.loader.TensorLoader feeds the training engine
+        images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (128,), generator=generator)
 
     def run() -> None:
@@ -93,13 +98,18 @@ def main() -> None:
     quant = interleaved_medians({"ours": quantizer_case(False),
                                  "reference": quantizer_case(True)}, args.rounds)
     steps = interleaved_medians({"fp32": step_case(32), "apot4": step_case(4),
-                                 "apot4_reference": step_case(4, reference=True)},
+                                 "apot4_reference": step_case(4, reference=True),
+                                 "fp32_channels_last": step_case(32, channels_last=True),
+                                 "apot4_channels_last": step_case(4, channels_last=True)},
                                 max(3, args.rounds // 2))
     print(f"activation quantizer fwd+bwd 128x16x32x32, 4-bit APoT: "
           f"ours {quant['ours'] * 1e3:.2f} ms, reference {quant['reference'] * 1e3:.2f} ms")
     for name, seconds in steps.items():
         print(f"resnet20 training step, batch 128, {name}: {seconds * 1e3:.1f} ms "
               f"({seconds / steps['fp32']:.2f} x fp32)")
+    print(f"channels_last_step_ratio="
+          f"{steps['apot4_channels_last'] / steps['fp32_channels_last']:.2f} "
+          f"(the training engine's layout; the line below uses the standard layout)")
     print(f"quantizer_speedup={quant['reference'] / quant['ours']:.2f} "
           f"step_ratio={steps['apot4'] / steps['fp32']:.2f}")
 

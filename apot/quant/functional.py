@@ -33,6 +33,25 @@ import torch
 from .levels import magnitude_levels
 
 _MAX_BUCKETS = 1 << 18
+
+
+def _dense(x: torch.Tensor) -> torch.Tensor:
+    """``x`` itself if its elements fill its memory densely (contiguous in the standard or the
+    channels-last format), else a contiguous copy. Element-wise work then runs in storage order,
+    and outputs keep the input's memory format (a channels-last network stays channels-last)."""
+    if x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
+        return x
+    return x.contiguous()
+
+
+def storage_flat(x: torch.Tensor) -> torch.Tensor:
+    """1-D view of a dense tensor's elements in memory order."""
+    return x.as_strided((x.numel(),), (1,))
+
+
+def shaped_like(flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """View a fresh 1-D tensor with the shape and memory layout of dense tensor ``x``."""
+    return flat.as_strided(x.size(), x.stride(), 0)
 _ONE_BITS = int(np.float32(1.0).view(np.int32))
 
 
@@ -139,17 +158,20 @@ class LevelTable:
         levels, thresholds, bucket_threshold, _, pair_index = self._tensors(x.device)
         if bucket_threshold is None:
             return torch.bucketize(x, thresholds)
-        slot, _ = self._pair_slot(x.reshape(-1), bucket_threshold)
-        return pair_index.index_select(0, slot).view(x.shape)
+        x = _dense(x)
+        slot, _ = self._pair_slot(storage_flat(x), bucket_threshold)
+        return shaped_like(pair_index.index_select(0, slot), x)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Nearest level to each element of float32 ``x`` (x <= 1), ties to the lower level."""
         self._check_input(x)
         levels, thresholds, bucket_threshold, pair_level, _ = self._tensors(x.device)
+        x = _dense(x)
         if bucket_threshold is None:
-            return levels.index_select(0, torch.bucketize(x, thresholds).reshape(-1)).view(x.shape)
-        slot, spare = self._pair_slot(x.reshape(-1), bucket_threshold)
-        return torch.index_select(pair_level, 0, slot, out=spare).view(x.shape)
+            slot = torch.bucketize(storage_flat(x), thresholds)
+            return shaped_like(levels.index_select(0, slot), x)
+        slot, spare = self._pair_slot(storage_flat(x), bucket_threshold)
+        return shaped_like(torch.index_select(pair_level, 0, slot, out=spare), x)
 
 
 def project_bruteforce(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
@@ -160,7 +182,7 @@ def project_bruteforce(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     """
     flat = x.reshape(-1)
     idx = (flat.unsqueeze(0) - levels.unsqueeze(1)).abs().argmin(dim=0)
-    return levels[idx].view(x.shape)
+    return levels[idx].view(x.shape)  # (in standard layout: a reference, not a fast path)
 
 
 def uniform_round(x: torch.Tensor, magnitude_bits: int) -> torch.Tensor:
@@ -218,7 +240,7 @@ class ActivationQuantFn(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, project: Projector) -> torch.Tensor:
         # Buffers are reused in place where the math allows: on CPU every fresh tensor of
         # activation size costs page faults, and this runs on every quantized layer.
-        scaled = x / alpha
+        scaled = _dense(x) / alpha  # element-wise ops keep x's memory format
         inside = torch.le(scaled, 1, out=torch.empty_like(scaled))  # float mask: cheap to use
         clipped = scaled.clamp_(max=1)
         q = project(clipped)
@@ -230,10 +252,14 @@ class ActivationQuantFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         inside, residual = ctx.saved_tensors
+        grad_out = _dense(grad_out)
         grad_x = grad_out * inside
-        flat = grad_out.reshape(-1)
-        grad_alpha = (torch.dot(flat, residual.reshape(-1)) + flat.sum()
-                      - torch.dot(flat, inside.reshape(-1)))
+        if grad_out.stride() == residual.stride():  # same memory order: dot products in place
+            flat = storage_flat(grad_out)
+            grad_alpha = (torch.dot(flat, storage_flat(residual)) + flat.sum()
+                          - torch.dot(flat, storage_flat(inside)))
+        else:
+            grad_alpha = (grad_out * (residual + 1 - inside)).sum()
         return grad_x, grad_alpha.reshape(()), None
 
 
