@@ -32,7 +32,7 @@ def test_split(shared_data):
     return images, labels
 
 
-def test_batches(test_split):
+def authors_batches(test_split):
     return TensorLoader(*test_split, batch_size=100, train=False,  # the authors' batch and layout
                         channels_last=False).epoch()
 
@@ -47,13 +47,13 @@ def load_authors(shared_data, bits, first_last="8bit"):
 @pytest.mark.parametrize("bits", [32, 4, 3, 2])
 def test_authors_checkpoint_top1_matches_independent_implementation(shared_data, test_split, bits):
     torch.set_num_threads(2)
-    result = evaluate(load_authors(shared_data, bits), test_batches(test_split))
+    result = evaluate(load_authors(shared_data, bits), authors_batches(test_split))
     assert result["n"] == 10000
     assert abs(result["top1"] - INDEPENDENT_TOP1[bits]) <= TOLERANCE, result
 
 
 def test_float_checkpoint_with_float_first_last_layers(shared_data, test_split):
-    result = evaluate(load_authors(shared_data, 32, "float"), test_batches(test_split))
+    result = evaluate(load_authors(shared_data, 32, "float"), authors_batches(test_split))
     assert abs(result["top1"] - PLAIN_FLOAT_TOP1) <= TOLERANCE, result
 
 
