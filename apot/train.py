@@ -34,6 +34,8 @@ from .device import resolve_device
 from .errors import UserError
 from .loader import ImageFolderLoader, TensorLoader
 from .models import ARCHS, build_model
+from .quant.convert import FIRST_LAST_POLICIES
+from .quant.levels import SCHEMES
 from .prepare import load_manifest, load_prepared
 
 SCHEDULES = ("multistep", "cosine")
@@ -84,6 +86,12 @@ class TrainConfig:
             problems.append(f"epochs must be at least 1, got {self.epochs}")
         if self.bits != 32 and not 2 <= self.bits <= 8:
             problems.append(f"bits must be 2..8 or 32, got {self.bits}")
+        if self.scheme not in SCHEMES:
+            problems.append(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        if not 1 <= self.k <= 8:
+            problems.append(f"k must be 1..8, got {self.k}")
+        if self.first_last not in FIRST_LAST_POLICIES:
+            problems.append(f"first_last must be one of {FIRST_LAST_POLICIES}, got {self.first_last!r}")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.schedule == "multistep" and any(not 0 < m < self.epochs for m in self.milestones):

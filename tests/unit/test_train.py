@@ -137,6 +137,8 @@ def test_initialization_from_another_architecture_is_refused(data, tmp_path):
     ({"milestones": [2]}, "milestones [2] must lie between 1 and epochs-1"),
     ({"schedule": "step"}, "schedule must be one of"),
     ({"arch": "vgg"}, "arch 'vgg' is unknown"),
+    ({"scheme": "lloyd"}, "scheme must be one of"),
+    ({"first_last": "4bit"}, "first_last must be one of"),
 ])
 def test_invalid_configs_name_the_problem(data, tmp_path, change, words):
     with pytest.raises(UserError) as info:
