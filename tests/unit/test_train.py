@@ -209,3 +209,9 @@ def test_imagenet_folder_streams_through_the_engine(tmp_path):
     metrics = train(cfg)
     assert metrics["dataset"] == "imagenet" and metrics["bits"] == 5
     assert [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "run" / HISTORY))] == [0]
+
+
+def test_progress_bar_reports_on_stderr(data, tmp_path, capsys):
+    train(config(data, tmp_path / "run", epochs=1, progress=True))
+    err = capsys.readouterr().err
+    assert "epoch 0" in err and "img_s=" in err
