@@ -15,11 +15,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -339,7 +338,3 @@ def train(cfg: TrainConfig) -> dict:
         if run.epoch >= cfg.epochs:
             return json.loads(metrics_path.read_text())
     return run.run()
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]

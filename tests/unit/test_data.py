@@ -1,6 +1,4 @@
 """Image-folder datasets as folders and archives: decoding, class order, limits, errors."""
-import io
-import shutil
 import tarfile
 import zipfile
 from pathlib import Path
