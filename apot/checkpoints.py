@@ -20,12 +20,14 @@ from torch import nn
 
 from .errors import UserError
 
+WEIGHT_ALPHA_SUFFIX = ".weight_quantizer.alpha"  # state-dict key endings of the thresholds
+ACT_ALPHA_SUFFIX = ".act_quantizer.alpha"
+ALPHA_SUFFIXES = (WEIGHT_ALPHA_SUFFIX, ACT_ALPHA_SUFFIX)
 # The authors' names for the clipping thresholds -> ours (suffix match on the key).
 AUTHORS_KEY_SUFFIXES = {
-    ".weight_quant.wgt_alpha": ".weight_quantizer.alpha",
-    ".act_alpha": ".act_quantizer.alpha",
+    ".weight_quant.wgt_alpha": WEIGHT_ALPHA_SUFFIX,
+    ".act_alpha": ACT_ALPHA_SUFFIX,
 }
-ALPHA_SUFFIXES = tuple(AUTHORS_KEY_SUFFIXES.values())
 
 
 def _looks_like_torch_file(path: Path) -> bool:

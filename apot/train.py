@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from .checkpoints import (ALPHA_SUFFIXES, check_model_meta, extract_state_dict, load_file,
-                          load_into_model, save_atomic)
+from .checkpoints import (ACT_ALPHA_SUFFIX, WEIGHT_ALPHA_SUFFIX, check_model_meta,
+                          extract_state_dict, load_file, load_into_model, save_atomic)
 from .device import resolve_device
 from .errors import UserError
 from .loader import ImageFolderLoader, TensorLoader
@@ -130,9 +130,9 @@ def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """Weights with the base lr/wd; activation and weight clipping thresholds with their own."""
     act, wgt, rest = [], [], []
     for name, param in model.named_parameters():
-        if name.endswith(ALPHA_SUFFIXES[1]):
+        if name.endswith(ACT_ALPHA_SUFFIX):
             act.append(param)
-        elif name.endswith(ALPHA_SUFFIXES[0]):
+        elif name.endswith(WEIGHT_ALPHA_SUFFIX):
             wgt.append(param)
         else:
             rest.append(param)
