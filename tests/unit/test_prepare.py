@@ -458,3 +458,21 @@ def test_cli_prepare_data_error_exit_code(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 2
     assert ARCHIVE in captured.err and captured.out == ""
+
+
+def test_cifar100_mirror_archive_with_100_classes(tmp_path):
+    """CIFAR-100's path is CIFAR-10's with another archive name and class count: generated
+    data in the same format stands in for the real archive, which is not available offline."""
+    classes = [f"class{i:03d}" for i in range(100)]
+    tree = make_tree(tmp_path / "src", classes=classes, per_split={"train": 2, "test": 1})
+    mirror_dir = tmp_path / "mirror"
+    pack(tree, mirror_dir / "cifar-100-images.tar.gz")
+    manifest = prepare_dataset("cifar100", tmp_path / "out", mirror=str(mirror_dir),
+                               train_per_class=1)
+    assert manifest["dataset"] == "cifar100" and manifest["classes"] == classes
+    assert manifest["counts"] == {"train": 100, "test": 100}
+    images, labels, _ = load_prepared(tmp_path / "out", "train")
+    assert labels.bincount().tolist() == [1] * 100 and images.shape == (100, 3, 32, 32)
+    with pytest.raises(UserError, match="has 100 classes, expected 10"):
+        shutil.copy(mirror_dir / "cifar-100-images.tar.gz", mirror_dir / "cifar-10-images.tar.gz")
+        prepare_dataset("cifar10", tmp_path / "out10", mirror=str(mirror_dir))

@@ -215,3 +215,12 @@ def test_progress_bar_reports_on_stderr(data, tmp_path, capsys):
     train(config(data, tmp_path / "run", epochs=1, progress=True))
     err = capsys.readouterr().err
     assert "epoch 0" in err and "img_s=" in err
+
+
+def test_a_100_class_dataset_gets_a_100_way_head(tmp_path):
+    prepare_dataset("synthetic", tmp_path / "data", synthetic_classes=100, train_per_class=2,
+                    test_per_class=1)
+    metrics = train(config(tmp_path / "data", tmp_path / "run", epochs=1, bits=2))
+    assert metrics["bits"] == 2
+    best = load_file(tmp_path / "run" / BEST)["state_dict"]
+    assert best["fc.weight"].shape == (100, 64)
