@@ -154,6 +154,14 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to a temporary file beside ``path``, fsync, then rename over ``path``."""
     path = Path(path)

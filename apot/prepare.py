@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .checkpoints import file_sha256, save_atomic
+from .checkpoints import file_sha256, save_atomic, write_text_atomic
 from .data import IMAGE_SUFFIXES, read_splits
 from .errors import UserError
 
@@ -135,9 +135,7 @@ def _write_small(out: Path, name: str, data: dict, info: dict, per_class: dict,
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def _imagenet_manifest(root: Path) -> dict:

@@ -15,12 +15,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +26,8 @@ from torch import nn
 
 from . import __version__
 from .checkpoints import (ACT_ALPHA_SUFFIX, WEIGHT_ALPHA_SUFFIX, check_model_meta,
-                          extract_state_dict, load_file, load_into_model, save_atomic)
+                          extract_state_dict, load_file, load_into_model, save_atomic,
+                          write_text_atomic)
 from .device import resolve_device
 from .errors import UserError
 from .loader import ImageFolderLoader, TensorLoader
@@ -182,10 +181,8 @@ class Run:
     def initialize_from(self, path: str) -> None:
         """Progressive initialization: weights (and thresholds, if any) of another run."""
         stored = load_file(path)
-        meta = stored.get("model") if isinstance(stored, dict) else None
-        if isinstance(meta, dict) and meta.get("arch") not in (None, self.cfg.arch):
-            raise UserError(f"--init {path} is a {meta.get('arch')} checkpoint, but this run "
-                            f"trains {self.cfg.arch}")
+        # bits and scheme may differ (that is the point); the architecture may not
+        check_model_meta(stored, {"arch": self.cfg.arch}, f"--init {path}")
         load_into_model(self.model, extract_state_dict(stored, path), progressive=True,
                         source=f"--init {path}")
 
@@ -287,7 +284,7 @@ class Run:
             self.epoch += 1
             self.save(improved)
         metrics = self.metrics()
-        write_json_atomic(self.out / METRICS, metrics)
+        write_text_atomic(self.out / METRICS, json.dumps(metrics, indent=2) + "\n")
         return metrics
 
     def metrics(self) -> dict:
@@ -318,15 +315,7 @@ def write_history(path: Path, history: list[dict]) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({k: row[k] for k in HISTORY_FIELDS})
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def train(cfg: TrainConfig) -> dict:
