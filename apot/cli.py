@@ -14,7 +14,7 @@ from .device import resolve_device
 from .errors import UserError
 from .models import ARCHS, build_model
 from .quant.convert import FIRST_LAST_POLICIES, FLOAT_BITS
-from .quant.levels import MAX_BITS, MIN_BITS, SCHEMES, levels
+from .quant.levels import MAX_BITS, MIN_BITS, SCHEMES, check_k, levels
 
 
 def _bits(text: str, allow_float: bool) -> int:
@@ -41,10 +41,10 @@ def _positive(text: str) -> int:
 def _base_bits(text: str) -> int:
     try:
         value = int(text)
+        check_k(value)
     except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_BITS:
-        raise argparse.ArgumentTypeError(f"k must be an integer from 1 to {MAX_BITS}, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"k must be an integer from 1 to {MAX_BITS}, got {text!r}") from None
     return value
 
 

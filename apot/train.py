@@ -33,7 +33,7 @@ from .errors import UserError
 from .loader import ImageFolderLoader, TensorLoader
 from .models import ARCHS, build_model
 from .quant.convert import FIRST_LAST_POLICIES
-from .quant.levels import SCHEMES
+from .quant.levels import MAX_BITS, SCHEMES
 from .prepare import load_manifest, load_prepared
 
 SCHEDULES = ("multistep", "cosine")
@@ -86,8 +86,8 @@ class TrainConfig:
             problems.append(f"bits must be 2..8 or 32, got {self.bits}")
         if self.scheme not in SCHEMES:
             problems.append(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
-        if not 1 <= self.k <= 8:
-            problems.append(f"k must be 1..8, got {self.k}")
+        if not 1 <= self.k <= MAX_BITS:
+            problems.append(f"k must be 1..{MAX_BITS}, got {self.k}")
         if self.first_last not in FIRST_LAST_POLICIES:
             problems.append(f"first_last must be one of {FIRST_LAST_POLICIES}, got {self.first_last!r}")
         if self.schedule not in SCHEDULES:
