@@ -58,7 +58,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
                               load_into_model)
     from .data import read_split
     from .evaluate import evaluate
-    from .loader import ImageFolderLoader, TensorLoader
+    from .loader import ImageFolderLoader, TensorLoader, normalization
 
     device = resolve_device(args.device)
     stored = load_file(args.checkpoint)
@@ -74,13 +74,15 @@ def cmd_eval(args: argparse.Namespace) -> dict:
             keep = torch.cat([(labels == c).nonzero().flatten()[:args.limit_per_class]
                               for c in labels.unique()]).sort().values
             images, labels = images[keep], labels[keep]
-        batches = TensorLoader(images, labels, args.batch_size, False, device,
-                               channels_last=False).epoch()
+        mean, std = normalization(manifest.get("dataset", ""))
+        batches = TensorLoader(images, labels, args.batch_size, False, device, mean=mean,
+                               std=std, channels_last=False).epoch()
         num_classes = len(manifest["classes"])
     elif input_size == 32:
         images, labels, classes = read_split(args.data, args.split, limit=args.limit_per_class)
-        batches = TensorLoader(images, labels, args.batch_size, False, device,
-                               channels_last=False).epoch()
+        mean, std = normalization("cifar100" if len(classes) == 100 else "cifar10")
+        batches = TensorLoader(images, labels, args.batch_size, False, device, mean=mean,
+                               std=std, channels_last=False).epoch()
         num_classes = len(classes)
     else:
         loader = ImageFolderLoader(str(Path(args.data) / args.split), args.batch_size, False,
@@ -103,6 +105,20 @@ def cmd_prepare_data(args: argparse.Namespace) -> dict:
                            train_per_class=args.train_per_class,
                            test_per_class=args.test_per_class, seed=args.seed,
                            synthetic_classes=args.synthetic_classes)
+
+
+def cmd_summarize(args: argparse.Namespace) -> dict:
+    from .summary import summarize
+    try:
+        study = json.loads(args.study)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--study is not JSON ({exc})") from None
+    return summarize(study, args.results, args.benchmarks)
+
+
+def cmd_report(args: argparse.Namespace) -> dict:
+    from .report import build_report
+    return build_report(args.summary, args.out_dir)
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
@@ -205,6 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train or fine-tune one model (resumes); prints metrics")
     add_train_arguments(p)
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("summarize", help="collect a preset's runs into summary/accuracy files")
+    p.add_argument("--results", type=Path, required=True, help="results/<preset> folder")
+    p.add_argument("--benchmarks", type=Path, default=None,
+                   help="benchmarks/<preset> folder (Snakemake job times)")
+    p.add_argument("--study", required=True,
+                   help="JSON: {config, data_sources, skipped} as the Snakefile resolved them")
+    p.set_defaults(run=cmd_summarize)
+
+    p = sub.add_parser("report", help="render report.html and report.pdf from summary.json")
+    p.add_argument("--summary", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, default=Path("report/build"))
+    p.set_defaults(run=cmd_report)
     return parser
 
 

@@ -19,8 +19,16 @@ from .errors import UserError
 # The authors' CIFAR normalization (CIFAR10/main.py) and torchvision's ImageNet one, per RGB channel.
 CIFAR_MEAN = (0.491, 0.482, 0.447)
 CIFAR_STD = (0.247, 0.243, 0.262)
+# CIFAR-100 statistics: the ones the reproducibility report's code carries for CIFAR-100
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalization(dataset: str) -> tuple[tuple, tuple]:
+    """(mean, std) per channel for a prepared dataset's name; CIFAR-10's for the others."""
+    return (CIFAR100_MEAN, CIFAR100_STD) if dataset == "cifar100" else (CIFAR_MEAN, CIFAR_STD)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -30,7 +30,7 @@ from .checkpoints import (ACT_ALPHA_SUFFIX, WEIGHT_ALPHA_SUFFIX, check_model_met
                           write_text_atomic)
 from .device import resolve_device
 from .errors import UserError
-from .loader import ImageFolderLoader, TensorLoader
+from .loader import ImageFolderLoader, TensorLoader, normalization
 from .models import ARCHS, build_model
 from .quant.convert import FIRST_LAST_POLICIES
 from .quant.levels import MAX_BITS, SCHEMES
@@ -116,8 +116,11 @@ def make_loaders(cfg: TrainConfig, manifest: dict, device: torch.device):
                                   workers=cfg.workers))
     train_images, train_labels, _ = load_prepared(cfg.data, "train")
     test_images, test_labels, _ = load_prepared(cfg.data, "test")
-    return (TensorLoader(train_images, train_labels, cfg.batch_size, True, device, cfg.seed),
-            TensorLoader(test_images, test_labels, cfg.test_batch_size, False, device))
+    mean, std = normalization(manifest.get("dataset", ""))
+    return (TensorLoader(train_images, train_labels, cfg.batch_size, True, device, cfg.seed,
+                         mean=mean, std=std),
+            TensorLoader(test_images, test_labels, cfg.test_batch_size, False, device,
+                         mean=mean, std=std))
 
 
 def model_description(cfg: TrainConfig) -> dict:

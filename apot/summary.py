@@ -1,0 +1,190 @@
+"""Aggregation: every run's metrics, histories and benchmarks of one preset -> tidy tables.
+
+Writes into ``results/<preset>/``:
+  summary.json   preset, resolved config, data provenance, one record per expected run (done,
+                 or why not) and one per group of seeds (mean, std, n, drop against FP32)
+  summary.csv    the groups as a table
+  accuracy.json  best/final top-1 per group: the file ``dvc metrics show`` lists
+  histories.csv  every run's per-epoch history in long form: the file ``dvc plots`` draws
+Only files the pipeline produced are read; a run without metrics.json is "missing", a run of a
+left-out dataset carries the reason it was left out.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+
+from .checkpoints import write_text_atomic
+from .errors import UserError
+from .study import FLOAT_BITS, FLOAT_SCHEME, expand_runs, validate_config
+
+GROUP_KEYS = ("dataset", "arch", "schedule", "scheme", "bits")
+RUN_KEYS = ("study", *GROUP_KEYS, "seed")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path} ({exc}); re-run the job that writes it") from None
+
+
+def _benchmark_seconds(path: Path) -> float | None:
+    """Wall seconds from a Snakemake benchmark file (column ``s``), if there is one."""
+    if not path.is_file():
+        return None
+    rows = list(csv.DictReader(io.StringIO(path.read_text()), delimiter="\t"))
+    return float(rows[-1]["s"]) if rows and rows[-1].get("s") not in (None, "", "NA") else None
+
+
+def run_records(study: dict, results: Path, benchmarks: Path | None) -> list[dict]:
+    """One record per run the preset defines, in matrix order."""
+    config, skipped = study["config"], study.get("skipped", {})
+    records = []
+    for run in expand_runs(config):
+        record = {key: getattr(run, key) for key in RUN_KEYS}
+        record["path"] = run.path
+        metrics_path = results / "runs" / run.path / "metrics.json"
+        if run.dataset in skipped:
+            record["status"] = skipped[run.dataset]
+        elif metrics_path.is_file():
+            metrics = _read_json(metrics_path)
+            record["status"] = "done"
+            for key in ("best_top1", "best_epoch", "final_top1", "final_top5", "epochs",
+                        "wall_seconds", "device", "init"):
+                record[key] = metrics.get(key)
+            bench = benchmarks / "runs" / f"{run.path}.tsv" if benchmarks else None
+            record["job_seconds"] = _benchmark_seconds(bench) if bench else None
+        else:
+            record["status"] = "missing: the run has not completed"
+        records.append(record)
+    return records
+
+
+def _stats(values: list[float]) -> dict:
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": round(statistics.fmean(values), 4), "std": round(std, 4), "n": len(values)}
+
+
+def group_records(records: list[dict]) -> list[dict]:
+    """Runs grouped over seeds, with the accuracy drop against the group's FP32 baseline
+    (positive drop = the quantized model is worse)."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        groups.setdefault(tuple(record[k] for k in GROUP_KEYS), []).append(record)
+    rows = []
+    for key, members in groups.items():
+        done = [m for m in members if m["status"] == "done"]
+        row = dict(zip(GROUP_KEYS, key))
+        row["status"] = "done" if done else members[0]["status"]
+        row["best_top1"] = _stats([m["best_top1"] for m in done])
+        row["final_top1"] = _stats([m["final_top1"] for m in done])
+        rows.append(row)
+    baseline = {(r["dataset"], r["arch"], r["schedule"]): r for r in rows
+                if r["scheme"] == FLOAT_SCHEME and r["bits"] == FLOAT_BITS}
+    for row in rows:
+        base = baseline.get((row["dataset"], row["arch"], row["schedule"]))
+        if base is row:
+            base = None  # a baseline has no drop against itself
+        for metric in ("best_top1", "final_top1"):
+            ours, ref = row[metric]["mean"], base[metric]["mean"] if base else None
+            row[metric]["drop"] = (round(ref - ours, 4)
+                                   if ours is not None and ref is not None else None)
+    return rows
+
+
+def group_name(row: dict) -> str:
+    return f"{row['dataset']}/{row['arch']}/{row['schedule']}/{row['scheme']}-w{row['bits']}"
+
+
+def histories(records: list[dict], results: Path) -> list[dict]:
+    rows = []
+    for record in records:
+        path = results / "runs" / record["path"] / "history.csv"
+        if record["status"] != "done" or not path.is_file():
+            continue
+        for entry in csv.DictReader(io.StringIO(path.read_text())):
+            rows.append({"run": f"{group_name(record)}/seed{record['seed']}",
+                         **{k: record[k] for k in RUN_KEYS}, **entry})
+    return rows
+
+
+def _csv_text(rows: list[dict], fields: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = None) -> dict:
+    """Write summary.json/.csv, accuracy.json and histories.csv under ``results``; returns a
+    short account (counts) for the command line."""
+    results = Path(results)
+    config = validate_config(study["config"])  # fills any default the caller left out
+    preset = config["presets"][config["preset"]]
+    records = run_records(study, results, Path(benchmarks) if benchmarks else None)
+    groups = group_records(records)
+    data = {}
+    for dataset in preset["datasets"]:
+        manifest = results / "data" / dataset / "manifest.json"
+        data[dataset] = (_read_json(manifest) if manifest.is_file()
+                         else {"status": study.get("skipped", {}).get(dataset, "not prepared")})
+    summary = {"preset": config["preset"], "description": preset["description"],
+               "full_scale": preset["full_scale"], "config": config,
+               "data_sources": study.get("data_sources", {}), "data": data,
+               "runs": records, "groups": groups, "provenance": provenance(records)}
+    write_text_atomic(results / "summary.json", json.dumps(summary, indent=1, sort_keys=True)
+                      + "\n")
+    flat = [{**{k: g[k] for k in (*GROUP_KEYS, "status")},
+             **{f"{m}_{s}": g[m][s] for m in ("best_top1", "final_top1")
+                for s in ("mean", "std", "n", "drop")}} for g in groups]
+    write_text_atomic(results / "summary.csv", _csv_text(flat, list(flat[0]) if flat else []))
+    accuracy = {group_name(g): {"best_top1": g["best_top1"]["mean"],
+                                "final_top1": g["final_top1"]["mean"], "n": g["best_top1"]["n"]}
+                for g in groups if g["status"] == "done"}
+    write_text_atomic(results / "accuracy.json", json.dumps(accuracy, indent=1) + "\n")
+    history_rows = histories(records, results)
+    fields = ["run", *RUN_KEYS, *(history_rows[0].keys() - {"run", *RUN_KEYS})] \
+        if history_rows else ["run", *RUN_KEYS]
+    fields = ["run", *RUN_KEYS] + sorted(f for f in fields if f not in ("run", *RUN_KEYS))
+    write_text_atomic(results / "histories.csv", _csv_text(history_rows, fields))
+    done = sum(r["status"] == "done" for r in records)
+    return {"runs": len(records), "done": done, "not_run": len(records) - done,
+            "summary": str(results / "summary.json")}
+
+
+def provenance(records: list[dict]) -> dict:
+    """Code, software and hardware facts of this summary, and the compute the runs used."""
+    import os
+    import platform
+    import subprocess
+
+    import torch
+    import torchvision
+
+    from . import __version__
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    done = [r for r in records if r["status"] == "done"]
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": git("rev-parse", "HEAD") or "unknown (not a git checkout)",
+            "git_dirty": bool(status) if status is not None else None,
+            "apot_version": __version__, "python": platform.python_version(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "platform": platform.platform(), "cpus": os.cpu_count(),
+            "training_devices": sorted({r["device"] for r in done if r.get("device")}),
+            "runs_done": len(done),
+            "train_seconds": round(sum(r.get("wall_seconds") or 0 for r in done), 1),
+            "job_seconds": round(sum(r.get("job_seconds") or 0 for r in done), 1)}

@@ -1,0 +1,106 @@
+# Every helper the rules use: the preset's paths, its data sources and its runs. The matrix
+# itself is expanded by apot.study from config.yaml, never restated here.
+import json
+import os
+import shlex
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+from apot.errors import UserError
+from apot.prepare import mirror_folder
+from apot.study import check_config, check_data, data_sources, expand_runs
+
+try:
+    check_config(config)
+    DATA_SOURCES = data_sources(config)
+    SKIPPED = check_data(config, DATA_SOURCES)  # dataset -> reason it does not run
+    RUNS = {run.path: run for run in expand_runs(config, skip=tuple(SKIPPED))}
+except UserError as error:
+    raise WorkflowError(f"config.yaml: {error}") from None
+
+PRESET = config["preset"]
+RESULTS = f"results/{PRESET}"
+LOGS = f"logs/{PRESET}"
+BENCHMARKS = f"benchmarks/{PRESET}"
+DATASETS = sorted({run.dataset for run in RUNS.values()})
+# The apot command line of the interpreter running Snakemake: no reliance on PATH, also in
+# cluster jobs (which share this file system).
+APOT = f"{shlex.quote(sys.executable)} -m apot"
+REPORT_FILES = ["report/build/report.html", "report/build/report.pdf"]
+TRAIN_GPUS = 0 if config["device"] == "cpu" else 1
+
+wildcard_constraints:
+    dataset="cifar10|cifar100|imagenet",
+    arch="resnet[0-9]+",
+    schedule="multistep|cosine",
+    scheme="apot|pot|uniform",
+    bits="[2-8]",
+    seed="[0-9]+",
+
+
+def data_dir(dataset):
+    return f"{RESULTS}/data/{dataset}"
+
+
+def run_dir(path):
+    return f"{RESULTS}/runs/{path}"
+
+
+def run_metrics(path):
+    return f"{run_dir(path)}/metrics.json"
+
+
+def run_of(wildcards, scheme, bits):
+    path = (f"{wildcards.dataset}/{wildcards.arch}/{wildcards.schedule}/{scheme}-w{bits}/"
+            f"seed{wildcards.seed}")
+    if path not in RUNS:
+        raise WorkflowError(f"run {path} is not part of preset {PRESET} (see config.yaml)")
+    return RUNS[path]
+
+
+def prepare_args(wildcards):
+    """apot prepare-data flags for one dataset of the preset (subset, mirror, folders)."""
+    settings = config["presets"][PRESET]["datasets"][wildcards.dataset]
+    args = ["--seed", settings["subset_seed"]]
+    for key in ("train_per_class", "test_per_class"):
+        if settings[key] is not None:
+            args += [f"--{key.replace('_', '-')}", settings[key]]
+    if wildcards.dataset == "imagenet":
+        args += ["--imagenet-root", config["imagenet_root"]]
+    else:
+        mirror = mirror_folder(config["mirror"] or None)
+        args += (["--mirror", mirror.resolve()] if mirror is not None
+                 else ["--download-root", config["download_root"]])
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def train_args(run):
+    """apot train flags of one run: its settings, data, folder and progressive start."""
+    args = ["--arch", run.arch, "--data", data_dir(run.dataset), "--out", run_dir(run.path),
+            "--threads", config["train_threads"]]
+    for key, value in run.train.items():
+        flag = "--" + key.replace("_", "-")
+        args += [flag, *value] if isinstance(value, list) else [flag, value]
+    if run.parent is not None:
+        args += ["--init", f"{run_dir(run.parent)}/best.pt"]
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def train_inputs(scheme, bits):
+    """Input function: the prepared dataset and, for a quantized run, its parent's metrics
+    (written last, so a parent counts as done only when it completed)."""
+    def inputs(wildcards):
+        run = run_of(wildcards, scheme(wildcards), bits(wildcards))
+        found = {"data": f"{data_dir(run.dataset)}/manifest.json"}
+        if run.parent is not None:
+            found["parent"] = run_metrics(run.parent)
+        return found
+    return inputs
+
+
+def study_json():
+    """What the summary needs to know of this invocation: the resolved config, the data
+    sources and the datasets left out (with the reason the report prints)."""
+    return json.dumps({"config": config, "data_sources": DATA_SOURCES, "skipped": SKIPPED,
+                       "runs": sorted(RUNS)}, sort_keys=True)

@@ -1,0 +1,19 @@
+# Stage 1: datasets. One prepared folder per dataset of the preset (uint8 tensors + manifest
+# with the source and its sha256; for ImageNet a manifest of the folder).
+
+
+rule prepare_data:
+    output:
+        f"{RESULTS}/data/{{dataset}}/manifest.json",
+    params:
+        args=prepare_args,
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    log:
+        f"{LOGS}/data/{{dataset}}.log",
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=60,
+    shell:
+        "{APOT} prepare-data --dataset {wildcards.dataset} --out {params.out} {params.args} "
+        "> {log} 2>&1"

@@ -1,0 +1,40 @@
+# Stage 3: the summary of every run (results/<preset>/summary.{json,csv}, histories.csv: the
+# files `dvc metrics show` and `dvc plots` read) and the report rendered from it.
+
+
+rule summarize:
+    input:
+        runs=[run_metrics(path) for path in RUNS],
+        data=[f"{data_dir(d)}/manifest.json" for d in DATASETS],
+    output:
+        json=f"{RESULTS}/summary.json",
+        csv=f"{RESULTS}/summary.csv",
+        accuracy=f"{RESULTS}/accuracy.json",
+        histories=f"{RESULTS}/histories.csv",
+    params:
+        study=study_json(),
+    log:
+        f"{LOGS}/summarize.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "{APOT} summarize --results {RESULTS} --benchmarks {BENCHMARKS} --study {params.study:q} "
+        "> {log} 2>&1"
+
+
+rule report:
+    input:
+        summary=f"{RESULTS}/summary.json",
+        templates="report/templates/report.html.j2",
+    output:
+        REPORT_FILES,
+    log:
+        f"{LOGS}/report.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "{APOT} report --summary {input.summary} --out-dir report/build > {log} 2>&1"
