@@ -146,7 +146,7 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
                 for s in ("mean", "std", "n", "drop")}} for g in groups]
     write_text_atomic(results / "summary.csv", _csv_text(flat, list(flat[0]) if flat else []))
     accuracy = {group_name(g): {"best_top1": g["best_top1"]["mean"],
-                                "final_top1": g["final_top1"]["mean"], "n": g["best_top1"]["n"]}
+                                "final_top1": g["final_top1"]["mean"]}
                 for g in groups if g["status"] == "done"}
     write_text_atomic(results / "accuracy.json", json.dumps(accuracy, indent=1) + "\n")
     history_rows = histories(records, results)
