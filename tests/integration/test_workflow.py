@@ -1,0 +1,193 @@
+"""The study as a workflow: Snakemake's DAG for each preset, config validation, missing data,
+and the smoke preset run end to end (twice: the second run must do nothing; and once killed
+half-way, then finished)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from workflow import BIN, copy_workflow, env, job_counts, job_inputs, nothing_to_do, snakemake
+
+SMOKE = ["--cores", "2", "--config", "preset=smoke", "on_missing_data=skip"]
+
+
+@pytest.fixture
+def workflow(tmp_path):
+    return copy_workflow(tmp_path / "study")
+
+
+@pytest.fixture
+def fake_mirror(tmp_path):
+    """A mirror whose archives exist (a dry run only checks that they are there)."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name in ("cifar-10-images.tar.gz", "cifar-100-images.tar.gz"):
+        (mirror / name).write_bytes(b"not read by a dry run")
+    imagenet = tmp_path / "imagenet"
+    (imagenet / "train").mkdir(parents=True)
+    (imagenet / "val").mkdir()
+    return mirror, imagenet
+
+
+def test_paper_preset_dry_run_lists_exactly_the_study(workflow, fake_mirror):
+    mirror, imagenet = fake_mirror
+    out = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}",
+                    f"imagenet_root={imagenet}").stdout
+    # CIFAR-10: ResNet-20/56 MultiStepLR + ResNet-20 cosine = 3 chains; CIFAR-100: 2 chains;
+    # each chain = FP32 + 4/3/2-bit. ImageNet: ResNet-18 FP32 + 5-bit.
+    assert job_counts(out) == {"prepare_data": 3, "train_fp32": 6, "train_quantized": 16,
+                               "summarize": 1, "report": 1, "all": 1}
+    # progressive chains are rule inputs: 3-bit starts from 4-bit, 4-bit from FP32
+    run = "results/paper/runs/cifar10/resnet56/multistep/{}/seed0/metrics.json"
+    assert job_inputs(out, run.format("apot-w3")) == [
+        "results/paper/data/cifar10/manifest.json", run.format("apot-w4")]
+    assert job_inputs(out, run.format("apot-w4"))[1] == run.format("fp32-w32")
+    assert job_inputs(out, run.format("fp32-w32")) == ["results/paper/data/cifar10/manifest.json"]
+    assert ("--init results/paper/runs/cifar10/resnet56/multistep/apot-w4/seed0/best.pt"
+            in out)
+    assert "--epochs 300" in out and "--milestones 150 225" in out
+
+
+def test_paper_preset_without_imagenet_and_with_scheme_ablation(workflow, fake_mirror):
+    mirror, _ = fake_mirror
+    out = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}").stdout
+    assert job_counts(out) == {"prepare_data": 2, "train_fp32": 5, "train_quantized": 15,
+                               "summarize": 1, "report": 1, "all": 1}
+    out = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}",
+                    "scheme_ablation=True").stdout
+    # uniform and PoT chains from the same FP32 baselines: 15 more runs each
+    assert job_counts(out)["train_quantized"] == 45
+    assert job_counts(out)["train_fp32"] == 5
+    assert "cifar100/resnet56/multistep/uniform-w2/seed0/metrics.json" in out
+    assert "cifar10/resnet20/cosine/pot-w3/seed0/metrics.json" in out
+
+
+def test_quick_is_the_default_preset(workflow, shared_data):
+    out = snakemake(workflow, "-n", "--config", "on_missing_data=skip",
+                    APOT_DATA_MIRROR=str(shared_data)).stdout
+    assert "results/quick/runs/cifar10/resnet56/multistep/apot-w2/seed0" in out
+    assert job_counts(out) == {"prepare_data": 1, "train_fp32": 3, "train_quantized": 9,
+                               "summarize": 1, "report": 1, "all": 1}
+
+
+@pytest.mark.parametrize("edit, key, words", [
+    (lambda c: c["presets"]["paper"]["studies"]["cifar10"]["chain"][1].update(bits=9),
+     "['chain'][1]['bits']", "9 is not one of"),
+    (lambda c: c["presets"]["smoke"]["studies"]["cifar10"]["archs"].append("resnet99"),
+     "['archs'][2]", "resnet99"),
+    (lambda c: c["presets"]["quick"]["studies"]["cifar10"].update(epochs=0),
+     "['epochs']", "less than the minimum"),
+    (lambda c: c["presets"]["paper"]["studies"]["cifar10"].update(milestones=[150, 300]),
+     "presets.paper.studies.cifar10.milestones", "milestone 300 is not before the last epoch"),
+    (lambda c: c["presets"]["smoke"]["studies"]["cifar10"].update(epoch=3),
+     "['cifar10']", "'epoch' was unexpected"),
+    (lambda c: c.update(preset="papr"), "config key preset", "'papr' is not one of the presets"),
+    (lambda c: c.update(on_missing_data="ignore"), "['on_missing_data']", "is not one of"),
+])
+def test_invalid_config_stops_before_any_job(workflow, edit, key, words):
+    import yaml
+    path = workflow / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    done = snakemake(workflow, "--cores", "1", check=False)
+    message = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert key in message and words in message, message[-3000:]
+    assert not (workflow / "results").exists() and not job_counts(message)
+
+
+def test_dataset_without_source_stops_the_run_unless_skipped(workflow, tmp_path):
+    empty = tmp_path / "empty-mirror"
+    empty.mkdir()
+    done = snakemake(workflow, "-n", "--config", "preset=smoke", check=False,
+                     APOT_DATA_MIRROR=str(empty))
+    message = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "dataset cifar10 has no data source" in message
+    assert "on_missing_data=skip" in message and "APOT_DATA_MIRROR" in message
+    out = snakemake(workflow, "-n", "--config", "preset=smoke", "on_missing_data=skip",
+                    APOT_DATA_MIRROR=str(empty)).stdout
+    # nothing can run but the summary and the report, which say why
+    assert job_counts(out) == {"summarize": 1, "report": 1, "all": 1}
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory, shared_data):
+    """The acceptance command, run once: APOT_DATA_MIRROR=../shared/data snakemake --cores 2
+    --config preset=smoke on_missing_data=skip."""
+    folder = copy_workflow(tmp_path_factory.mktemp("smoke") / "study")
+    done = snakemake(folder, *SMOKE, APOT_DATA_MIRROR=str(shared_data))
+    return folder, done.stdout + done.stderr
+
+
+def test_smoke_preset_runs_end_to_end(smoke_study):
+    folder, output = smoke_study
+    assert job_counts(output) == {"prepare_data": 1, "train_fp32": 3, "train_quantized": 9,
+                                  "summarize": 1, "report": 1, "all": 1}
+    runs = folder / "results/smoke/runs"
+    metrics = sorted(runs.rglob("metrics.json"))
+    assert len(metrics) == 12
+    for path in metrics:
+        assert (path.parent / "checkpoint.pt").stat().st_size > 10_000
+        assert (path.parent / "best.pt").is_file() and (path.parent / "history.csv").is_file()
+    # one log and one benchmark per training job, mirroring the results
+    assert (folder / "logs/smoke/runs/cifar10/resnet20/cosine/apot-w2/seed0.log").is_file()
+    assert (folder / "benchmarks/smoke/runs/cifar10/resnet56/multistep/fp32-w32/seed0.tsv"
+            ).is_file()
+    html = (folder / "report/build/report.html").read_text()
+    assert (folder / "report/build/report.pdf").read_bytes().startswith(b"%PDF")
+    assert "REDUCED SCALE" in html
+    assert "not run: no data source" in html  # CIFAR-100 rows
+    assert "not configured: no ImageNet folder" in html
+
+
+def test_second_run_does_nothing(smoke_study, shared_data):
+    folder, _ = smoke_study
+    before = {p: p.stat().st_mtime_ns for p in (folder / "results").rglob("*") if p.is_file()}
+    done = snakemake(folder, *SMOKE, APOT_DATA_MIRROR=str(shared_data))
+    assert nothing_to_do(done.stdout + done.stderr)
+    after = {p: p.stat().st_mtime_ns for p in (folder / "results").rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_killed_run_finishes_only_what_was_missing(workflow, shared_data):
+    """SIGKILL the whole workflow once a few runs have completed, unlock, run again: completed
+    runs are not trained again, and a run with a checkpoint resumes from it."""
+    runs = workflow / "results/smoke/runs"
+    process = subprocess.Popen([str(BIN / "snakemake"), *SMOKE], cwd=workflow,
+                               env=env(APOT_DATA_MIRROR=str(shared_data)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 600
+    try:
+        while len(list(runs.rglob("metrics.json"))) < 3:
+            assert process.poll() is None, "the workflow ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    finished = {p.parent: p.stat().st_mtime_ns for p in runs.rglob("metrics.json")}
+    checkpointed = {p.parent for p in runs.rglob("checkpoint.pt")}
+    assert 3 <= len(finished) < 12
+    snakemake(workflow, "--unlock", *SMOKE, APOT_DATA_MIRROR=str(shared_data))
+    done = snakemake(workflow, *SMOKE, APOT_DATA_MIRROR=str(shared_data))
+    counts = job_counts(done.stdout + done.stderr)
+    trained = counts.get("train_fp32", 0) + counts.get("train_quantized", 0)
+    # The job in flight when the workflow died may have written metrics.json before Snakemake
+    # recorded it as done: Snakemake runs it again, and the engine resumes it at once.
+    assert 12 - len(finished) <= trained <= 12 - len(finished) + 1
+    assert "prepare_data" not in counts
+    unchanged = [d for d, mtime in finished.items()
+                 if (d / "metrics.json").stat().st_mtime_ns == mtime]
+    assert len(unchanged) >= len(finished) - 1
+    for folder in checkpointed - set(unchanged):
+        log = workflow / "logs/smoke/runs" / f"{folder.relative_to(runs)}.log"
+        assert "resuming" in log.read_text(), log
+    assert len(list(runs.rglob("metrics.json"))) == 12
+    assert (workflow / "report/build/report.pdf").is_file()
