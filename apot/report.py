@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -85,7 +86,15 @@ def write_pdf(html_text: str, path: Path) -> None:
     import weasyprint
 
     tmp = path.with_name(f".{path.name}.tmp")
-    weasyprint.HTML(string=html_text, base_url=str(TEMPLATES)).write_pdf(str(tmp))
+    # Embedded font subsets carry a "modified" timestamp (fontTools) unless SOURCE_DATE_EPOCH
+    # fixes it: without this, the same report would give a different PDF every time.
+    saved = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
+    try:
+        weasyprint.HTML(string=html_text, base_url=str(TEMPLATES)).write_pdf(str(tmp))
+    finally:
+        if saved is None:
+            os.environ.pop("SOURCE_DATE_EPOCH", None)
     tmp.replace(path)
 
 

@@ -165,10 +165,15 @@ def provenance(records: list[dict]) -> dict:
     import platform
     import subprocess
 
-    import torch
-    import torchvision
+    from importlib.metadata import PackageNotFoundError, version
 
     from . import __version__
+
+    def installed(package: str) -> str:
+        try:  # the installed version, without importing the package (torchvision: seconds)
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
 
     def git(*args: str) -> str | None:
         try:
@@ -182,7 +187,7 @@ def provenance(records: list[dict]) -> dict:
     return {"git_commit": git("rev-parse", "HEAD") or "unknown (not a git checkout)",
             "git_dirty": bool(status) if status is not None else None,
             "apot_version": __version__, "python": platform.python_version(),
-            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "torch": installed("torch"), "torchvision": installed("torchvision"),
             "platform": platform.platform(), "cpus": os.cpu_count(),
             "training_devices": sorted({r["device"] for r in done if r.get("device")}),
             "runs_done": len(done),

@@ -77,8 +77,7 @@ def prepare_args(wildcards):
 
 def train_args(run):
     """apot train flags of one run: its settings, data, folder and progressive start."""
-    args = ["--arch", run.arch, "--data", data_dir(run.dataset), "--out", run_dir(run.path),
-            "--threads", config["train_threads"]]
+    args = ["--arch", run.arch, "--data", data_dir(run.dataset), "--out", run_dir(run.path)]
     for key, value in run.train.items():
         flag = "--" + key.replace("_", "-")
         args += [flag, *value] if isinstance(value, list) else [flag, value]

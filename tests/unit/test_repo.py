@@ -15,7 +15,10 @@ def test_quickstart_has_two_commands_and_ci_runs_the_test_one():
     commands = quickstart_commands()
     assert len(commands) == 2, commands
     main_job, tests = commands
-    assert "apot" in main_job and "pytest" in tests
+    assert "pytest" in tests
+    # the main job runs the default preset of the workflow, offline through the mirror
+    assert "snakemake" in main_job and "preset=" not in main_job
+    assert "APOT_DATA_MIRROR=../shared/data" in main_job
     ci_lines = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
                 if line and not line.startswith("#")]
     assert ci_lines[-1] == tests

@@ -1,0 +1,173 @@
+"""Runs -> summary -> report, on a small fixture of results written the way the engine writes
+them; cited figures checked against the reproducibility report's own text."""
+import copy
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from apot.report import build_report, comparison_tables, load_cited
+from apot.study import expand_runs, validate_config
+from apot.summary import summarize
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
+REPRO_REPORT = ROOT.parent / "shared" / "paper" / "reproducibility-report.txt"
+
+# best top-1 per (run path without seed, seed): what the fixture's runs "reached"
+FIXTURE = {
+    ("cifar10/resnet20/multistep/fp32-w32", 0): 80.0,
+    ("cifar10/resnet20/multistep/fp32-w32", 1): 82.0,
+    ("cifar10/resnet20/multistep/apot-w4", 0): 79.0,
+    ("cifar10/resnet20/multistep/apot-w4", 1): 80.0,
+    ("cifar10/resnet20/multistep/apot-w3", 0): 75.5,
+}
+
+
+def write_run(results: Path, path: str, best: float, seed: int) -> None:
+    folder = results / "runs" / path
+    folder.mkdir(parents=True)
+    history = [{"epoch": 0, "lr": 0.1, "train_loss": 1.0, "train_top1": 50.0,
+                "test_loss": 1.1, "test_top1": best - 1, "test_top5": 90.0,
+                "images_per_s": 100.0, "epoch_seconds": 2.0},
+               {"epoch": 1, "lr": 0.01, "train_loss": 0.8, "train_top1": 60.0,
+                "test_loss": 0.9, "test_top1": best, "test_top5": 95.0,
+                "images_per_s": 100.0, "epoch_seconds": 2.0}]
+    with open(folder / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    (folder / "metrics.json").write_text(json.dumps({
+        "best_top1": best, "best_epoch": 1, "final_top1": best - 0.5, "final_top5": 95.0,
+        "epochs": 2, "wall_seconds": 4.0, "device": "cpu", "seed": seed, "init": None}))
+
+
+@pytest.fixture
+def study(tmp_path):
+    config = validate_config(copy.deepcopy(CONFIG) | {"preset": "smoke"})
+    config["presets"]["smoke"]["seeds"] = [0, 1]
+    results = tmp_path / "results" / "smoke"
+    for (path, seed), best in FIXTURE.items():
+        write_run(results, f"{path}/seed{seed}", best, seed)
+    data = results / "data" / "cifar10"
+    data.mkdir(parents=True)
+    (data / "manifest.json").write_text(json.dumps({
+        "dataset": "cifar10", "source": {"kind": "mirror", "path": "/m/cifar-10-images.tar.gz",
+                                         "sha256": "ab" * 32},
+        "counts": {"train": 100, "test": 100},
+        "subset": {"train_per_class": 10, "test_per_class": 10, "seed": 0}}))
+    skipped = {"cifar100": "not run: no data source",
+               "imagenet": "not configured: no ImageNet folder (set imagenet_root)"}
+    return {"config": config, "skipped": skipped,
+            "data_sources": {"cifar10": "mirror: /m", "cifar100": None, "imagenet": None}}, results
+
+
+def test_summary_aggregates_seeds_and_computes_drops(study):
+    spec, results = study
+    account = summarize(spec, results)
+    summary = json.loads((results / "summary.json").read_text())
+    assert account["runs"] == len(expand_runs(spec["config"])) == 2 * 22
+    assert account["done"] == len(FIXTURE)
+    groups = {(g["arch"], g["schedule"], g["scheme"], g["bits"], g["dataset"]): g
+              for g in summary["groups"]}
+    fp32 = groups[("resnet20", "multistep", "fp32", 32, "cifar10")]
+    four = groups[("resnet20", "multistep", "apot", 4, "cifar10")]
+    three = groups[("resnet20", "multistep", "apot", 3, "cifar10")]
+    assert fp32["best_top1"] == {"mean": 81.0, "std": 1.4142, "n": 2, "drop": None}
+    assert four["best_top1"] == {"mean": 79.5, "std": 0.7071, "n": 2, "drop": 1.5}
+    assert three["best_top1"]["n"] == 1 and three["best_top1"]["drop"] == 5.5
+    assert groups[("resnet20", "multistep", "apot", 2, "cifar10")]["status"].startswith("missing")
+    assert groups[("resnet56", "multistep", "apot", 4, "cifar100")]["status"] == \
+        "not run: no data source"
+    accuracy = json.loads((results / "accuracy.json").read_text())
+    assert accuracy["cifar10/resnet20/multistep/apot-w4"] == {"best_top1": 79.5,
+                                                              "final_top1": 79.0}
+    rows = list(csv.DictReader(open(results / "histories.csv")))
+    assert len(rows) == 2 * len(FIXTURE)
+    assert {"run", "epoch", "test_top1", "scheme", "bits"} <= set(rows[0])
+
+
+def test_report_tables_show_cited_and_measured_numbers_and_why_rows_did_not_run(study):
+    spec, results = study
+    summarize(spec, results)
+    out = results.parent.parent / "build"
+    build_report(results / "summary.json", out)
+    html = (out / "report.html").read_text()
+    table1 = html.split("Table 1:")[1].split("</table>")[0]
+    # this run: mean ± std (n) and the drop against this run's own FP32
+    assert "81.00 ± 1.41 (n=2)" in table1 and "79.50 ± 0.71 (n=2)" in table1
+    assert "+1.50" in table1 and "+5.50" in table1
+    # cited: the paper's 4-bit ResNet-20 beat its FP32 by 0.7; the reproduction lost 0.34
+    assert "92.30" in table1 and "-0.70" in table1 and "+0.34" in table1
+    assert "missing: the run has not completed" in table1          # 2-bit of the fixture
+    assert "not run: no data source" in html.split("Table 3:")[1].split("</table>")[0]
+    assert "not configured: no ImageNet folder" in html.split("Table 2:")[1].split("</table>")[0]
+    assert "REDUCED SCALE" in html
+    assert "ab" * 32 in html                                         # dataset sha256
+    # nothing is fetched from anywhere
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
+    pdf = (out / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF")
+    from pypdf import PdfReader
+    reader = PdfReader(out / "report.pdf")
+    text = "".join(page.extract_text() for page in reader.pages)
+    assert "Table 1: CIFAR-10" in text and "79.50" in text
+    assert len(reader.pages) >= 2
+
+
+def test_same_inputs_give_identical_report_files(study, tmp_path):
+    spec, results = study
+    summarize(spec, results)
+    build_report(results / "summary.json", tmp_path / "a")
+    build_report(results / "summary.json", tmp_path / "b")
+    for name in ("report.html", "report.pdf"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+ARCH_NAMES = {"resnet20": "ResNet20", "resnet56": "ResNet56", "resnet18": "ResNet18"}
+
+
+def report_table_rows(number: int) -> dict[tuple[str, int], list[float]]:
+    """(arch, bits) -> the numbers of that row of the reproducibility report's Table N.
+    A baseline row that does not name its architecture belongs to the row after it."""
+    text = REPRO_REPORT.read_text().split(f"Table {number}:")[0]
+    text = text[text.rindex("Architecture\tBit-precision"):]
+    lines = [l for l in text.splitlines() if re.search(r"Baseline|\dbit", l)]
+    rows, pending = {}, []
+    for line in lines:
+        cells = line.split("\t")
+        arch = next((a for a, name in ARCH_NAMES.items() if name in cells), None)
+        bits = 32 if "Baseline (FP32)" in cells else int(next(
+            c for c in cells if re.fullmatch(r"\dbit", c))[0])
+        numbers = [float(c) for c in cells if re.fullmatch(r"-?\d+(\.\d+)?", c)]
+        if arch is None and bits == 32:
+            pending.append(numbers)
+            continue
+        arch = arch or last_arch
+        if pending:
+            rows[(arch, 32)] = pending.pop()
+        rows[(arch, bits)] = numbers
+        last_arch = arch
+    return rows
+
+
+@pytest.mark.parametrize("table", load_cited()["tables"], ids=lambda t: t["id"])
+def test_cited_figures_are_those_of_the_reproducibility_report(table):
+    """Each cited row equals the report's row: the paper's accuracy (when the report gives the
+    paper's) and the reproduction's accuracy, in the report's column order."""
+    rows = report_table_rows(int(table["id"][-1]))
+    assert len(rows) == len(table["rows"])
+    for row in table["rows"]:
+        numbers = rows[(row["arch"], row["bits"])]
+        accuracies = [n for n in numbers if n > 20]  # drops are small; accuracies are not
+        assert accuracies == [v for v in (row["paper"], row["repro"]) if v is not None], row
+
+
+def test_comparison_table_marks_presets_without_the_study():
+    summary = {"groups": []}
+    tables = comparison_tables(summary, load_cited())
+    assert all(row["status"] == "not configured in this preset"
+               for table in tables for row in table["rows"])
