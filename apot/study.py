@@ -124,14 +124,22 @@ def network_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def data_sources(config: dict) -> dict[str, str | None]:
-    """dataset -> where it comes from ("mirror: <archive>", "download", "folder: <path>"), or
-    None when nothing provides it. Only the datasets the selected preset uses."""
+def data_sources(config: dict, prepared: str | Path | None = None) -> dict[str, str | None]:
+    """dataset -> where it comes from ("prepared: <folder>", "mirror: <archive>", "download",
+    "folder: <path>"), or None when nothing provides it; only the selected preset's datasets.
+
+    A dataset already prepared under ``prepared/<dataset>`` needs no source: this is what lets
+    a cluster job (which parses the workflow again, often on a node without network) run.
+    """
     preset = config["presets"][config["preset"]]
     folder = mirror_folder(config.get("mirror") or None)
     sources: dict[str, str | None] = {}
     online = None
     for dataset in preset["datasets"]:
+        done = Path(prepared) / dataset if prepared is not None else None
+        if done is not None and (done / "manifest.json").is_file():
+            sources[dataset] = f"prepared: {done}"
+            continue
         if dataset == "imagenet":
             root = config.get("imagenet_root") or ""
             sources[dataset] = f"folder: {root}" if root and Path(root).is_dir() else None

@@ -13,7 +13,7 @@ from apot.study import check_config, check_data, data_sources, expand_runs
 
 try:
     check_config(config)
-    DATA_SOURCES = data_sources(config)
+    DATA_SOURCES = data_sources(config, prepared=f"results/{config['preset']}/data")
     SKIPPED = check_data(config, DATA_SOURCES)  # dataset -> reason it does not run
     RUNS = {run.path: run for run in expand_runs(config, skip=tuple(SKIPPED))}
 except UserError as error:
@@ -29,6 +29,10 @@ DATASETS = sorted({run.dataset for run in RUNS.values()})
 APOT = f"{shlex.quote(sys.executable)} -m apot"
 REPORT_FILES = ["report/build/report.html", "report/build/report.pdf"]
 TRAIN_GPUS = 0 if config["device"] == "cpu" else 1
+
+# Light jobs, and the download (compute nodes are often offline), stay on the submitting host
+# when a cluster profile is used.
+localrules: prepare_data, summarize, report, all
 
 wildcard_constraints:
     dataset="cifar10|cifar100|imagenet",

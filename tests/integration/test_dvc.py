@@ -69,6 +69,19 @@ def test_checkout_restores_a_deleted_checkpoint_and_snakemake_has_nothing_to_do(
     assert "up to date" in dvc(folder, "status").stdout
 
 
+def test_exp_run_selects_the_preset_through_config_params(repo):
+    """`dvc exp run -S config.yaml:preset=smoke` on a workspace whose config names another
+    preset selects the smoke study again: same params as dvc.lock, nothing to run."""
+    folder, _ = repo
+    edit_config(folder, preset="quick")
+    assert "modified" in dvc(folder, "status").stdout  # the quick preset has not run
+    done = dvc(folder, "exp", "run", "-S", "config.yaml:preset=smoke")
+    output = done.stdout + done.stderr
+    assert "didn't change, skipping" in output and "Running stage" not in output
+    assert "preset: smoke" in (folder / "config.yaml").read_text()
+    assert "up to date" in dvc(folder, "status").stdout
+
+
 def test_push_then_pull_into_a_new_clone_needs_no_training(repo, tmp_path, shared_data):
     folder, _ = repo
     mirror = {"APOT_DATA_MIRROR": str(shared_data)}

@@ -122,3 +122,15 @@ def test_data_sources_mirror_network_and_skip(tmp_path, monkeypatch):
     imagenet.mkdir()
     assert data_sources(config(preset="smoke", imagenet_root=str(imagenet)))["imagenet"] == \
         f"folder: {imagenet}"
+
+
+def test_a_prepared_dataset_needs_no_source(tmp_path, monkeypatch):
+    """A cluster job parses the workflow again on a node that may be offline: once prepared,
+    a dataset counts as available whatever the mirror or network."""
+    monkeypatch.setenv("APOT_OFFLINE", "1")
+    monkeypatch.delenv("APOT_DATA_MIRROR", raising=False)
+    c = config(preset="smoke")
+    assert data_sources(c, prepared=tmp_path)["cifar10"] is None
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "manifest.json").write_text("{}")
+    assert data_sources(c, prepared=tmp_path)["cifar10"] == f"prepared: {tmp_path / 'cifar10'}"
