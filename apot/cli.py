@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", type=Path, default=None,
                    help="benchmarks/<preset> folder (Snakemake job times)")
     p.add_argument("--study", required=True,
-                   help="JSON: {config, data_sources, skipped} as the Snakefile resolved them")
+                   help="JSON: {config, skipped} as the Snakefile resolved them")
     p.set_defaults(run=cmd_summarize)
 
     p = sub.add_parser("report", help="render report.html and report.pdf from summary.json")

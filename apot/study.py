@@ -195,7 +195,8 @@ def schemes(config: dict) -> tuple[str, ...]:
 
 def train_flags(config: dict, preset: dict, study: dict, step: dict, scheme: str,
                 seed: int) -> dict[str, Any]:
-    """The ``apot train`` settings of one chain step (TrainConfig field names)."""
+    """The ``apot train`` settings of one chain step (TrainConfig field names) that define its
+    result; where it runs (device, threads) is not one of them."""
     alpha = study["alpha"]
     return {
         "epochs": step.get("epochs", study["epochs"]),
@@ -214,7 +215,6 @@ def train_flags(config: dict, preset: dict, study: dict, step: dict, scheme: str
         "milestones": list(step.get("milestones", study["milestones"])),
         "gamma": study["gamma"],
         "seed": seed,
-        "device": config["device"],
     }
 
 

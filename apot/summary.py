@@ -137,7 +137,7 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
                          else {"status": study.get("skipped", {}).get(dataset, "not prepared")})
     summary = {"preset": config["preset"], "description": preset["description"],
                "full_scale": preset["full_scale"], "config": config,
-               "data_sources": study.get("data_sources", {}), "data": data,
+               "data": data,
                "runs": records, "groups": groups, "provenance": provenance(records)}
     write_text_atomic(results / "summary.json", json.dumps(summary, indent=1, sort_keys=True)
                       + "\n")

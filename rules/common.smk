@@ -63,20 +63,33 @@ def run_of(wildcards, scheme, bits):
     return RUNS[path]
 
 
-def prepare_args(wildcards):
-    """apot prepare-data flags for one dataset of the preset (subset, mirror, folders)."""
+def subset_args(wildcards):
+    """apot prepare-data flags that define a prepared dataset: its class-balanced subset."""
     settings = config["presets"][PRESET]["datasets"][wildcards.dataset]
     args = ["--seed", settings["subset_seed"]]
     for key in ("train_per_class", "test_per_class"):
         if settings[key] is not None:
             args += [f"--{key.replace('_', '-')}", settings[key]]
-    if wildcards.dataset == "imagenet":
-        args += ["--imagenet-root", config["imagenet_root"]]
-    else:
-        mirror = mirror_folder(config["mirror"] or None)
-        args += (["--mirror", mirror.resolve()] if mirror is not None
-                 else ["--download-root", config["download_root"]])
     return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def source_args():
+    """Where prepare-data reads from: the mirror (config, else APOT_DATA_MIRROR), else the
+    download folder; and the ImageNet folder. Kept out of the rule's params on purpose: the
+    same data reached another way (a moved mirror, the variable unset once prepared) must not
+    make Snakemake prepare it, and retrain everything after it, again. The manifest records
+    the actual source."""
+    mirror = mirror_folder(config["mirror"] or None)
+    args = (["--mirror", mirror.resolve()] if mirror is not None
+            else ["--download-root", config["download_root"]])
+    if config["imagenet_root"]:
+        args += ["--imagenet-root", config["imagenet_root"]]
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+SOURCE_ARGS = source_args()
+# Where training runs is not a param either: switching --config device=cpu must not retrain.
+DEVICE_ARGS = f"--device {shlex.quote(config['device'])}"
 
 
 def train_args(run):
@@ -103,7 +116,8 @@ def train_inputs(scheme, bits):
 
 
 def study_json():
-    """What the summary needs to know of this invocation: the resolved config, the data
-    sources and the datasets left out (with the reason the report prints)."""
-    return json.dumps({"config": config, "data_sources": DATA_SOURCES, "skipped": SKIPPED,
-                       "runs": sorted(RUNS)}, sort_keys=True)
+    """What the summary needs to know of this invocation: the resolved config and the datasets
+    left out (with the reason the report prints). Not where the data came from: that changes
+    once a dataset is prepared (and would re-run the summary); the manifests record it."""
+    return json.dumps({"config": config, "skipped": SKIPPED, "runs": sorted(RUNS)},
+                      sort_keys=True)

@@ -6,7 +6,7 @@ rule prepare_data:
     output:
         f"{RESULTS}/data/{{dataset}}/manifest.json",
     params:
-        args=prepare_args,
+        subset=subset_args,
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/data/{{dataset}}.log",
@@ -15,5 +15,5 @@ rule prepare_data:
         mem_mb=6000,
         runtime=60,
     shell:
-        "{APOT} prepare-data --dataset {wildcards.dataset} --out {params.out} {params.args} "
-        "> {log} 2>&1"
+        "{APOT} prepare-data --dataset {wildcards.dataset} --out {params.out} {params.subset} "
+        "{SOURCE_ARGS} > {log} 2>&1"

@@ -27,7 +27,9 @@ rule summarize:
 rule report:
     input:
         summary=f"{RESULTS}/summary.json",
-        templates="report/templates/report.html.j2",
+        template="report/templates/report.html.j2",
+        css="report/templates/report.css",
+        cited="apot/cited.yaml",
     output:
         REPORT_FILES,
     log:

@@ -22,7 +22,7 @@ rule train_fp32:
         mem_mb=8000,
         runtime=24 * 60,
     shell:
-        "{APOT} train {params.args} --threads {threads} --no-progress >> {log} 2>&1"
+        "{APOT} train {params.args} {DEVICE_ARGS} --threads {threads} --no-progress >> {log} 2>&1"
 
 
 rule train_quantized:
@@ -42,4 +42,4 @@ rule train_quantized:
         mem_mb=8000,
         runtime=24 * 60,
     shell:
-        "{APOT} train {params.args} --threads {threads} --no-progress >> {log} 2>&1"
+        "{APOT} train {params.args} {DEVICE_ARGS} --threads {threads} --no-progress >> {log} 2>&1"

@@ -153,6 +153,11 @@ def test_second_run_does_nothing(smoke_study, shared_data):
     assert nothing_to_do(done.stdout + done.stderr)
     after = {p: p.stat().st_mtime_ns for p in (folder / "results").rglob("*") if p.is_file()}
     assert after == before
+    # Reaching the (already prepared) data another way, or running on another device, changes
+    # no result: still nothing to do, offline and without the mirror variable.
+    done = snakemake(folder, "-n", "--config", "preset=smoke", "on_missing_data=skip",
+                     "device=cpu")
+    assert nothing_to_do(done.stdout + done.stderr), done.stdout[-3000:]
 
 
 def test_killed_run_finishes_only_what_was_missing(workflow, shared_data):
