@@ -11,6 +11,7 @@ left-out dataset carries the reason it was left out.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from .checkpoints import write_text_atomic
 from .errors import UserError
-from .study import FLOAT_BITS, FLOAT_SCHEME, expand_runs, validate_config
+from .study import FLOAT_BITS, FLOAT_SCHEME, expand_runs, result_config, validate_config
 
 GROUP_KEYS = ("dataset", "arch", "schedule", "scheme", "bits")
 RUN_KEYS = ("study", *GROUP_KEYS, "seed")
@@ -126,7 +127,8 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
     """Write summary.json/.csv, accuracy.json and histories.csv under ``results``; returns a
     short account (counts) for the command line."""
     results = Path(results)
-    config = validate_config(study["config"])  # fills any default the caller left out
+    # fills any default the caller left out (runtime keys too: dropped again below)
+    config = validate_config(copy.deepcopy(study["config"]))
     preset = config["presets"][config["preset"]]
     records = run_records(study, results, Path(benchmarks) if benchmarks else None)
     groups = group_records(records)
@@ -136,7 +138,7 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
         data[dataset] = (_read_json(manifest) if manifest.is_file()
                          else {"status": study.get("skipped", {}).get(dataset, "not prepared")})
     summary = {"preset": config["preset"], "description": preset["description"],
-               "full_scale": preset["full_scale"], "config": config,
+               "full_scale": preset["full_scale"], "config": result_config(config),
                "data": data,
                "runs": records, "groups": groups, "provenance": provenance(records)}
     write_text_atomic(results / "summary.json", json.dumps(summary, indent=1, sort_keys=True)

@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 from apot.errors import UserError
 from apot.prepare import mirror_folder
-from apot.study import check_config, check_data, data_sources, expand_runs
+from apot.study import check_config, check_data, data_sources, expand_runs, result_config
 
 try:
     check_config(config)
@@ -119,5 +119,5 @@ def study_json():
     """What the summary needs to know of this invocation: the resolved config and the datasets
     left out (with the reason the report prints). Not where the data came from: that changes
     once a dataset is prepared (and would re-run the summary); the manifests record it."""
-    return json.dumps({"config": config, "skipped": SKIPPED, "runs": sorted(RUNS)},
-                      sort_keys=True)
+    return json.dumps({"config": result_config(config), "skipped": SKIPPED,
+                       "runs": sorted(RUNS)}, sort_keys=True)
