@@ -136,7 +136,7 @@ def report_table_rows(number: int) -> dict[tuple[str, int], list[float]]:
     text = REPRO_REPORT.read_text().split(f"Table {number}:")[0]
     text = text[text.rindex("Architecture\tBit-precision"):]
     lines = [l for l in text.splitlines() if re.search(r"Baseline|\dbit", l)]
-    rows, pending = {}, []
+    rows, pending, last_arch = {}, [], None
     for line in lines:
         cells = line.split("\t")
         arch = next((a for a, name in ARCH_NAMES.items() if name in cells), None)
