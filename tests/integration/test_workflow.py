@@ -196,3 +196,19 @@ def test_killed_run_finishes_only_what_was_missing(workflow, shared_data):
         assert "resuming" in log.read_text(), log
     assert len(list(runs.rglob("metrics.json"))) == 12
     assert (workflow / "report/build/report.pdf").is_file()
+
+
+def test_slurm_profile_maps_resources_and_gpus(workflow, shared_data):
+    """The cluster profile parses and gives each training job one GPU, 4 threads and its own
+    SLURM resources; the workstation profile beside it does not cap their threads."""
+    out = snakemake(workflow, "--profile", "profiles/slurm", "-n", "--config", "preset=smoke",
+                    "on_missing_data=skip", APOT_DATA_MIRROR=str(shared_data)).stdout
+    assert job_counts(out)["train_quantized"] == 9
+    blocks = [b for b in out.split("\n\n") if "rule train_" in b]
+    assert len(blocks) == 12
+    for block in blocks:
+        assert "threads: 4" in block and "gpu=1" in block and "slurm_partition=gpu" in block
+        assert "--threads 4" in block and "runtime=720" in block
+    out = snakemake(workflow, "--profile", "profiles/slurm", "-n", "--config", "preset=smoke",
+                    "on_missing_data=skip", "device=cpu", APOT_DATA_MIRROR=str(shared_data)).stdout
+    assert "gpu=1" not in out and "--device cpu" in out
