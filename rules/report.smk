@@ -12,6 +12,8 @@ rule summarize:
         accuracy=f"{RESULTS}/accuracy.json",
         histories=f"{RESULTS}/histories.csv",
     params:
+        results=RESULTS,
+        benchmarks=BENCHMARKS,
         study=study_json(),
     log:
         f"{LOGS}/summarize.log",
@@ -20,7 +22,8 @@ rule summarize:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{APOT} summarize --results {RESULTS} --benchmarks {BENCHMARKS} --study {params.study:q} "
+        "{APOT} summarize --results {params.results} --benchmarks {params.benchmarks} "
+        "--study {params.study:q} "
         "> {log} 2>&1"
 
 
