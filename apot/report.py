@@ -6,7 +6,6 @@ A row whose run did not happen says why; nothing is filled in.
 """
 from __future__ import annotations
 
-import html
 import json
 import os
 from pathlib import Path
@@ -54,7 +53,6 @@ def comparison_tables(summary: dict, cited: dict) -> list[dict]:
             else:
                 row["status"] = "done"
                 row["ours"] = group["best_top1"]
-                row["ours_final"] = group["final_top1"]
             rows.append(row)
         tables.append({**table, "rows": rows})
     return tables
@@ -76,8 +74,7 @@ def render_html(summary: dict) -> str:
                "css": (TEMPLATES / "report.css").read_text(),
                "config_yaml": yaml.safe_dump({"preset": summary["preset"], **{
                    k: v for k, v in summary["config"].items() if k not in ("presets", "preset")},
-                   "presets": {summary["preset"]: preset}}, sort_keys=True),
-               "escape": html.escape}
+                   "presets": {summary["preset"]: preset}}, sort_keys=True)}
     return env.get_template("report.html.j2").render(**context)
 
 

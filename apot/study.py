@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .prepare import SMALL_DATASETS, mirror_folder
+from .prepare import MANIFEST, SMALL_DATASETS, mirror_folder
 
 FLOAT_BITS = 32
 FLOAT_SCHEME = "fp32"
@@ -41,6 +41,12 @@ def result_config(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in RUNTIME_KEYS}
 
 
+def run_path(dataset: str, arch: str, schedule: str, scheme: str, bits: int | str,
+             seed: int | str) -> str:
+    """A run's folder relative to ``results/<preset>/runs`` (the layout in the module doc)."""
+    return f"{dataset}/{arch}/{schedule}/{scheme}-w{bits}/seed{seed}"
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One training run: where it lives, what it trains, and which run initializes it."""
@@ -56,8 +62,7 @@ class RunSpec:
 
     @property
     def path(self) -> str:
-        return (f"{self.dataset}/{self.arch}/{self.schedule}/{self.scheme}-w{self.bits}/"
-                f"seed{self.seed}")
+        return run_path(self.dataset, self.arch, self.schedule, self.scheme, self.bits, self.seed)
 
 
 def validate_config(config: dict) -> dict:
@@ -145,7 +150,7 @@ def data_sources(config: dict, prepared: str | Path | None = None) -> dict[str, 
     online = None
     for dataset in preset["datasets"]:
         done = Path(prepared) / dataset if prepared is not None else None
-        if done is not None and (done / "manifest.json").is_file():
+        if done is not None and (done / MANIFEST).is_file():
             sources[dataset] = f"prepared: {done}"
             continue
         if dataset == "imagenet":

@@ -20,7 +20,9 @@ from pathlib import Path
 
 from .checkpoints import write_text_atomic
 from .errors import UserError
+from .prepare import MANIFEST, load_manifest
 from .study import FLOAT_BITS, FLOAT_SCHEME, expand_runs, result_config, validate_config
+from .train import HISTORY_FIELDS
 
 GROUP_KEYS = ("dataset", "arch", "schedule", "scheme", "bits")
 RUN_KEYS = ("study", *GROUP_KEYS, "seed")
@@ -110,8 +112,7 @@ def histories(records: list[dict], results: Path) -> list[dict]:
         if record["status"] != "done" or not path.is_file():
             continue
         for entry in csv.DictReader(io.StringIO(path.read_text())):
-            rows.append({"run": f"{group_name(record)}/seed{record['seed']}",
-                         **{k: record[k] for k in RUN_KEYS}, **entry})
+            rows.append({"run": record["path"], **{k: record[k] for k in RUN_KEYS}, **entry})
     return rows
 
 
@@ -134,8 +135,8 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
     groups = group_records(records)
     data = {}
     for dataset in preset["datasets"]:
-        manifest = results / "data" / dataset / "manifest.json"
-        data[dataset] = (_read_json(manifest) if manifest.is_file()
+        folder = results / "data" / dataset
+        data[dataset] = (load_manifest(folder) if (folder / MANIFEST).is_file()
                          else {"status": study.get("skipped", {}).get(dataset, "not prepared")})
     summary = {"preset": config["preset"], "description": preset["description"],
                "full_scale": preset["full_scale"], "config": result_config(config),
@@ -152,10 +153,8 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
                 for g in groups if g["status"] == "done"}
     write_text_atomic(results / "accuracy.json", json.dumps(accuracy, indent=1) + "\n")
     history_rows = histories(records, results)
-    fields = ["run", *RUN_KEYS, *(history_rows[0].keys() - {"run", *RUN_KEYS})] \
-        if history_rows else ["run", *RUN_KEYS]
-    fields = ["run", *RUN_KEYS] + sorted(f for f in fields if f not in ("run", *RUN_KEYS))
-    write_text_atomic(results / "histories.csv", _csv_text(history_rows, fields))
+    write_text_atomic(results / "histories.csv",
+                      _csv_text(history_rows, ["run", *RUN_KEYS, *sorted(HISTORY_FIELDS)]))
     done = sum(r["status"] == "done" for r in records)
     return {"runs": len(records), "done": done, "not_run": len(records) - done,
             "summary": str(results / "summary.json")}
@@ -166,7 +165,6 @@ def provenance(records: list[dict]) -> dict:
     import os
     import platform
     import subprocess
-
     from importlib.metadata import PackageNotFoundError, version
 
     from . import __version__

@@ -9,7 +9,8 @@ from snakemake.exceptions import WorkflowError
 
 from apot.errors import UserError
 from apot.prepare import mirror_folder
-from apot.study import check_config, check_data, data_sources, expand_runs, result_config
+from apot.study import (check_config, check_data, data_sources, expand_runs, result_config,
+                        run_path)
 
 try:
     check_config(config)
@@ -56,8 +57,8 @@ def run_metrics(path):
 
 
 def run_of(wildcards, scheme, bits):
-    path = (f"{wildcards.dataset}/{wildcards.arch}/{wildcards.schedule}/{scheme}-w{bits}/"
-            f"seed{wildcards.seed}")
+    path = run_path(wildcards.dataset, wildcards.arch, wildcards.schedule, scheme, bits,
+                    wildcards.seed)
     if path not in RUNS:
         raise WorkflowError(f"run {path} is not part of preset {PRESET} (see config.yaml)")
     return RUNS[path]
