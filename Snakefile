@@ -16,6 +16,7 @@ validate(config, "schemas/config.schema.yaml")
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/cost.smk"
 include: "rules/report.smk"
 
 

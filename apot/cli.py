@@ -113,12 +113,50 @@ def cmd_summarize(args: argparse.Namespace) -> dict:
         study = json.loads(args.study)
     except json.JSONDecodeError as exc:
         raise UserError(f"--study is not JSON ({exc})") from None
-    return summarize(study, args.results, args.benchmarks)
+    return summarize(study, args.results, args.benchmarks, args.cost)
 
 
 def cmd_report(args: argparse.Namespace) -> dict:
     from .report import build_report
     return build_report(args.summary, args.out_dir)
+
+
+def cmd_cost(args: argparse.Namespace) -> dict:
+    from .cost import network_cost, summary_row
+    model = None
+    if args.checkpoint is not None:
+        from .checkpoints import check_model_meta, extract_state_dict, load_file, load_into_model
+        from .quant.convert import first_and_last
+        stored = load_file(args.checkpoint)
+        check_model_meta(stored, {"arch": args.arch, "bits": args.bits, "scheme": args.scheme,
+                                  "k": args.k, "first_last": args.first_last},
+                         str(args.checkpoint))
+        state = extract_state_dict(stored, source=str(args.checkpoint))
+        model = build_model(args.arch, None, args.bits, args.scheme, args.k, args.first_last)
+        last = first_and_last(model)[1]
+        classes = state.get(f"{last}.weight")
+        if classes is not None and classes.shape[0] != model.get_submodule(last).out_features:
+            model = build_model(args.arch, classes.shape[0], args.bits, args.scheme, args.k,
+                                args.first_last)
+        load_into_model(model, state, source=str(args.checkpoint))
+    cost = network_cost(args.arch, args.bits, args.scheme, args.k, args.first_last, model)
+    return cost if args.layers else summary_row(cost)
+
+
+def cmd_cost_tables(args: argparse.Namespace) -> dict:
+    from .checkpoints import write_text_atomic
+    from .cost import cost_tables
+    from .study import expand_runs, validate_config
+    try:
+        config = validate_config(json.loads(args.study)["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"--study is not the study JSON of the Snakefile ({exc})") from None
+    preset = config["presets"][config["preset"]]
+    models = {(run.arch, run.bits) for run in expand_runs(config)}
+    tables = cost_tables(sorted(models), preset["k"], preset["first_last"])
+    write_text_atomic(args.out, json.dumps(tables, indent=1, sort_keys=True) + "\n")
+    return {"out": str(args.out), "paper_rows": len(tables["paper"]),
+            "study_rows": len(tables["study"])}
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
@@ -222,10 +260,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(p)
     p.set_defaults(run=cmd_train)
 
+    p = sub.add_parser("cost", help="operation counts of a model (MACs, FixOPs, shifts, adds)")
+    p.add_argument("--arch", choices=list(ARCHS), required=True)
+    p.add_argument("--bits", type=lambda t: _bits(t, True), required=True,
+                   help=f"inner layers' bits ({MIN_BITS + 1}..{MAX_BITS}), or {FLOAT_BITS}")
+    p.add_argument("--scheme", choices=SCHEMES, default="apot")
+    p.add_argument("--k", type=_base_bits, default=2, help="APoT base bit-width (default 2)")
+    p.add_argument("--first-last", choices=FIRST_LAST_POLICIES, default="8bit")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="expected counts over this trained model's weight levels (default: "
+                        "every level equally used)")
+    p.add_argument("--layers", action="store_true", help="include the per-layer rows")
+    p.set_defaults(run=cmd_cost)
+
+    p = sub.add_parser("cost-tables", help="write the report's cost tables for a study")
+    p.add_argument("--study", required=True, help="JSON: {config, ...} as the Snakefile has it")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(run=cmd_cost_tables)
+
     p = sub.add_parser("summarize", help="collect a preset's runs into summary/accuracy files")
     p.add_argument("--results", type=Path, required=True, help="results/<preset> folder")
     p.add_argument("--benchmarks", type=Path, default=None,
                    help="benchmarks/<preset> folder (Snakemake job times)")
+    p.add_argument("--cost", type=Path, default=None,
+                   help="cost tables to include (results/<preset>/cost.json)")
     p.add_argument("--study", required=True,
                    help="JSON: {config, skipped} as the Snakefile resolved them")
     p.set_defaults(run=cmd_summarize)
@@ -240,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "bits", None) == 1 and args.command == "eval":
+    if getattr(args, "bits", None) == 1 and args.command in ("eval", "cost"):
         parser.error("argument --bits: quantized models need at least 2 bits (signed weights)")
     try:
         result = args.run(args)

@@ -30,7 +30,7 @@ SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # Hosts torchvision downloads CIFAR from; probed (TCP connect) only when no mirror is set.
 DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)
 OFFLINE_ENV = "APOT_OFFLINE"  # set to 1 to skip the probe and treat the network as absent
-IMAGENET_ARCHS = ("resnet18", "resnet34")
+IMAGENET_ARCHS = ("resnet18", "resnet34", "resnet50")
 # Config keys that say how and where the study runs, not what it computes: changing them must
 # not re-run a job, so they stay out of rule params and out of the summary.
 RUNTIME_KEYS = ("device", "train_threads", "mirror", "download_root")

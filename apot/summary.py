@@ -124,9 +124,11 @@ def _csv_text(rows: list[dict], fields: list[str]) -> str:
     return buffer.getvalue()
 
 
-def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = None) -> dict:
+def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = None,
+              cost: str | Path | None = None) -> dict:
     """Write summary.json/.csv, accuracy.json and histories.csv under ``results``; returns a
-    short account (counts) for the command line."""
+    short account (counts) for the command line. ``cost``: the cost tables (``apot
+    cost-tables``), copied into the summary so that the report reads one file."""
     results = Path(results)
     # fills any default the caller left out (runtime keys too: dropped again below)
     config = validate_config(copy.deepcopy(study["config"]))
@@ -141,7 +143,8 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
     summary = {"preset": config["preset"], "description": preset["description"],
                "full_scale": preset["full_scale"], "config": result_config(config),
                "data": data,
-               "runs": records, "groups": groups, "provenance": provenance(records)}
+               "runs": records, "groups": groups, "provenance": provenance(records),
+               "cost": _read_json(Path(cost)) if cost else None}
     write_text_atomic(results / "summary.json", json.dumps(summary, indent=1, sort_keys=True)
                       + "\n")
     flat = [{**{k: g[k] for k in (*GROUP_KEYS, "status")},

@@ -33,7 +33,7 @@ TRAIN_GPUS = 0 if config["device"] == "cpu" else 1
 
 # Light jobs, and the download (compute nodes are often offline), stay on the submitting host
 # when a cluster profile is used.
-localrules: prepare_data, summarize, report, all
+localrules: prepare_data, cost_tables, summarize, report, all
 
 wildcard_constraints:
     dataset="cifar10|cifar100|imagenet",

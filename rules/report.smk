@@ -6,6 +6,7 @@ rule summarize:
     input:
         runs=[run_metrics(path) for path in RUNS],
         data=[f"{data_dir(d)}/manifest.json" for d in DATASETS],
+        cost=f"{RESULTS}/cost.json",
     output:
         json=f"{RESULTS}/summary.json",
         csv=f"{RESULTS}/summary.csv",
@@ -23,7 +24,7 @@ rule summarize:
         runtime=10,
     shell:
         "{APOT} summarize --results {params.results} --benchmarks {params.benchmarks} "
-        "--study {params.study:q} "
+        "--cost {input.cost} --study {params.study:q} "
         "> {log} 2>&1"
 
 

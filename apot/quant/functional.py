@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import cpu_fused
 from .levels import magnitude_levels
 
 _MAX_BUCKETS = 1 << 18
@@ -218,7 +219,29 @@ class Projector:
 
 def quantize_activation(x: torch.Tensor, alpha: torch.Tensor, project: Projector) -> torch.Tensor:
     """Value of the activation quantizer without autograd bookkeeping (evaluation)."""
+    if cpu_fused.usable(x, project):
+        return cpu_fused.activation_forward(_dense(x), alpha, project.table)[0]
     return project((x / alpha).clamp_(max=1)).mul_(alpha)
+
+
+def activation_parts(x: torch.Tensor, alpha: torch.Tensor, project: Projector) -> tuple:
+    """(alpha * Pi(clip(x / alpha, max=1)), inside mask, d output / d alpha), all like ``x``.
+
+    inside: 1.0 where x / alpha <= 1, else 0.0 (NaN included); d output / d alpha:
+    Pi(x/alpha) - x/alpha inside, 1 elsewhere. On the CPU one fused loop computes all three
+    (``cpu_fused``); these torch operations are its reference, bit for bit.
+    """
+    x = _dense(x)  # element-wise ops keep x's memory format
+    if cpu_fused.usable(x, project):
+        return cpu_fused.activation_forward(x, alpha, project.table)
+    # Buffers are reused in place where the math allows: every fresh activation-sized tensor
+    # costs memory traffic, and this runs on every quantized layer.
+    scaled = x / alpha
+    inside = torch.le(scaled, 1, out=torch.empty_like(scaled))
+    clipped = scaled.clamp_(max=1)
+    q = project(clipped)
+    d_alpha = torch.sub(q, clipped, out=clipped).masked_fill_(inside == 0, 1.0)
+    return q.mul_(alpha), inside, d_alpha
 
 
 @lru_cache(maxsize=None)
@@ -238,28 +261,19 @@ class ActivationQuantFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: torch.Tensor, project: Projector) -> torch.Tensor:
-        # Buffers are reused in place where the math allows: on CPU every fresh tensor of
-        # activation size costs page faults, and this runs on every quantized layer.
-        scaled = _dense(x) / alpha  # element-wise ops keep x's memory format
-        inside = torch.le(scaled, 1, out=torch.empty_like(scaled))  # float mask: cheap to use
-        clipped = scaled.clamp_(max=1)
-        q = project(clipped)
-        # q - clipped is the alpha-gradient inside the range and exactly 0 outside (both 1).
-        residual = torch.sub(q, clipped, out=clipped)
-        ctx.save_for_backward(inside, residual)
-        return q.mul_(alpha)
+        out, inside, d_alpha = activation_parts(x, alpha, project)
+        ctx.save_for_backward(inside, d_alpha)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        inside, residual = ctx.saved_tensors
+        inside, d_alpha = ctx.saved_tensors
         grad_out = _dense(grad_out)
         grad_x = grad_out * inside
-        if grad_out.stride() == residual.stride():  # same memory order: dot products in place
-            flat = storage_flat(grad_out)
-            grad_alpha = (torch.dot(flat, storage_flat(residual)) + flat.sum()
-                          - torch.dot(flat, storage_flat(inside)))
+        if grad_out.stride() == d_alpha.stride():  # same memory order: a dot product in place
+            grad_alpha = torch.dot(storage_flat(grad_out), storage_flat(d_alpha))
         else:
-            grad_alpha = (grad_out * (residual + 1 - inside)).sum()
+            grad_alpha = (grad_out * d_alpha).sum()
         return grad_x, grad_alpha.reshape(()), None
 
 

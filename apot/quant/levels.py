@@ -24,8 +24,10 @@ the uniform set and k = B the PoT set, as the paper notes.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from itertools import product
+from typing import Sequence
 
 SCHEMES = ("apot", "pot", "uniform")
 MIN_BITS, MAX_BITS = 1, 8
@@ -123,3 +125,68 @@ def levels(scheme: str, bits: int, signed: bool = False, k: int = 2) -> tuple[Fr
         return (Fraction(-1), Fraction(1))
     mags = magnitude_levels(scheme, bits - 1, k)
     return tuple(sorted({-m for m in mags} | set(mags)))
+
+
+@dataclass(frozen=True)
+class LevelCode:
+    """One magnitude level as an integer: ``level == code / max code of its set``.
+
+    ``shifts``: the powers of two that sum to ``code`` (``code == sum(1 << s)``), i.e. the
+    shift amounts a shift-add multiplier by this level uses. For PoT and APoT these are the
+    level's non-zero power-of-two terms; for uniform levels, the set bits of the integer code
+    (what a plain shift-add multiplier does with a b-bit fixed-point operand).
+    """
+    level: Fraction
+    code: int
+    shifts: tuple[int, ...]
+
+    @property
+    def terms(self) -> int:
+        return len(self.shifts)
+
+
+def _bit_positions(value: int) -> tuple[int, ...]:
+    return tuple(i for i in range(value.bit_length()) if value >> i & 1)
+
+
+def level_codes(scheme: str, magnitude_bits: int, k: int = 2) -> tuple[LevelCode, ...]:
+    """The magnitude levels of ``magnitude_levels(scheme, B, k)`` (same order) as integer codes.
+
+    PoT/APoT: with E the largest exponent among the term sets, a level made of terms 2^-e_i
+    (before normalization) has code sum 2^(E - e_i); the top level's code is the normalizer.
+    Uniform: level i / (2^B - 1) has code i.
+    """
+    levels_ = magnitude_levels(scheme, magnitude_bits, k)
+    if scheme == "uniform":
+        codes = {Fraction(i, 2**magnitude_bits - 1): _bit_positions(i)
+                 for i in range(2**magnitude_bits)}
+    else:
+        if scheme == "pot":
+            term_sets = [tuple(range(2**magnitude_bits - 1))]  # one term: 2^-0 .. 2^-(2^B-2)
+        else:
+            term_sets = apot_terms(magnitude_bits, k)
+        top = max(e for exps in term_sets for e in exps)
+        sums: dict[int, tuple[int, ...]] = {}
+        for choice in product(*[(None, *exps) for exps in term_sets]):
+            shifts = tuple(sorted(top - e for e in choice if e is not None))
+            sums[sum(1 << s for s in shifts)] = shifts
+        largest = max(sums)
+        codes = {Fraction(code, largest): shifts for code, shifts in sums.items()}
+    if sorted(codes) != list(levels_):
+        raise AssertionError(f"level codes of {scheme} B={magnitude_bits} do not match its set")
+    return tuple(LevelCode(level, sum(1 << s for s in codes[level]), codes[level])
+                 for level in levels_)
+
+
+def mean_terms(scheme: str, magnitude_bits: int, k: int = 2,
+               usage: Sequence[float] | None = None) -> float:
+    """Expected number of power-of-two terms of a magnitude code.
+
+    ``usage``: how often each level (in set order) is used; every level equally often if
+    None. Zero has no terms.
+    """
+    codes = level_codes(scheme, magnitude_bits, k)
+    weights = [1.0] * len(codes) if usage is None else [float(u) for u in usage]
+    if len(weights) != len(codes) or sum(weights) <= 0:
+        raise ValueError(f"usage needs {len(codes)} non-negative counts with a positive sum")
+    return sum(w * c.terms for w, c in zip(weights, codes)) / sum(weights)
