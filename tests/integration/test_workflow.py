@@ -3,6 +3,7 @@ and the smoke preset run end to end (twice: the second run must do nothing; and 
 half-way, then finished)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -40,7 +41,7 @@ def test_paper_preset_dry_run_lists_exactly_the_study(workflow, fake_mirror):
     # CIFAR-10: ResNet-20/56 MultiStepLR + ResNet-20 cosine = 3 chains; CIFAR-100: 2 chains;
     # each chain = FP32 + 4/3/2-bit. ImageNet: ResNet-18 FP32 + 5-bit.
     assert job_counts(out) == {"prepare_data": 3, "train_fp32": 6, "train_quantized": 16,
-                               "summarize": 1, "report": 1, "all": 1}
+                               "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
     # progressive chains are rule inputs: 3-bit starts from 4-bit, 4-bit from FP32
     run = "results/paper/runs/cifar10/resnet56/multistep/{}/seed0/metrics.json"
     assert job_inputs(out, run.format("apot-w3")) == [
@@ -56,7 +57,7 @@ def test_paper_preset_without_imagenet_and_with_scheme_ablation(workflow, fake_m
     mirror, _ = fake_mirror
     out = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}").stdout
     assert job_counts(out) == {"prepare_data": 2, "train_fp32": 5, "train_quantized": 15,
-                               "summarize": 1, "report": 1, "all": 1}
+                               "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
     out = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}",
                     "scheme_ablation=True").stdout
     # uniform and PoT chains from the same FP32 baselines: 15 more runs each
@@ -71,7 +72,7 @@ def test_quick_is_the_default_preset(workflow, shared_data):
                     APOT_DATA_MIRROR=str(shared_data)).stdout
     assert "results/quick/runs/cifar10/resnet56/multistep/apot-w2/seed0" in out
     assert job_counts(out) == {"prepare_data": 1, "train_fp32": 3, "train_quantized": 9,
-                               "summarize": 1, "report": 1, "all": 1}
+                               "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize("edit, key, words", [
@@ -113,7 +114,7 @@ def test_dataset_without_source_stops_the_run_unless_skipped(workflow, tmp_path)
     out = snakemake(workflow, "-n", "--config", "preset=smoke", "on_missing_data=skip",
                     APOT_DATA_MIRROR=str(empty)).stdout
     # nothing can run but the summary and the report, which say why
-    assert job_counts(out) == {"summarize": 1, "report": 1, "all": 1}
+    assert job_counts(out) == {"cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +129,7 @@ def smoke_study(tmp_path_factory, shared_data):
 def test_smoke_preset_runs_end_to_end(smoke_study):
     folder, output = smoke_study
     assert job_counts(output) == {"prepare_data": 1, "train_fp32": 3, "train_quantized": 9,
-                                  "summarize": 1, "report": 1, "all": 1}
+                                  "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
     runs = folder / "results/smoke/runs"
     metrics = sorted(runs.rglob("metrics.json"))
     assert len(metrics) == 12
@@ -144,6 +145,15 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
     assert "REDUCED SCALE" in html
     assert "not run: no data source" in html  # CIFAR-100 rows
     assert "not configured: no ImageNet folder" in html
+    # the cost tables: this preset's models and the paper's cost configurations
+    cost = json.loads((folder / "results/smoke/cost.json").read_text())
+    # (the ImageNet study counts too: operation counts need no data)
+    assert {(r["arch"], r["bits"]) for r in cost["study"]} == {
+        (arch, bits) for arch in ("resnet20", "resnet56") for bits in (32, 4, 3, 2)} | {
+        ("resnet18", 32), ("resnet18", 5)}
+    assert "Cost model" in html and "781M" in html and (
+        f"{cost['study'][0]['fixops'] / 1e6:,.1f}" in html)
+    assert (folder / "logs/smoke/cost_tables.log").is_file()
 
 
 def test_second_run_does_nothing(smoke_study, shared_data):

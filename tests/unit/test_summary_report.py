@@ -171,3 +171,61 @@ def test_comparison_table_marks_presets_without_the_study():
     tables = comparison_tables(summary, load_cited())
     assert all(row["status"] == "not configured in this preset"
                for table in tables for row in table["rows"])
+
+
+APOT_FACTS = ROOT.parent / "shared" / "paper" / "apot-facts.md"
+
+
+def test_cited_cost_figures_are_those_of_the_papers_table():
+    """Each cited FixOPs figure is the one in the paper's Table 3 as transcribed in
+    apot-facts.md, and the abstract's 22 %."""
+    text = APOT_FACTS.read_text()
+    table = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and re.fullmatch(r"\d+/\d+", cells[1]):
+            scheme = {"Full prec.": "float", "APoT": "apot", "PoT": "pot",
+                      "Uniform": "uniform"}.get(cells[0])
+            if scheme and cells[2] in ("✓", "–"):  # with weight normalization (or FP)
+                table[(scheme, int(cells[1].split("/")[0]))] = cells[6]
+    cost = load_cited()["cost"]
+    for row in cost["fixops"]:
+        assert table[(row["scheme"], row["bits"])] == row["printed"], row
+        value = float(row["printed"][:-1]) * (1000 if row["printed"].endswith("G") else 1)
+        assert value == row["paper"]
+    assert f"{cost['reduction']['paper_percent']} %" in text
+    assert "4-bit ResNet-50" in text
+
+
+def cost_fixture(results: Path) -> Path:
+    from apot.cost import cost_tables
+    path = results / "cost.json"
+    path.write_text(json.dumps(cost_tables([("resnet20", 32), ("resnet20", 4)])))
+    return path
+
+
+def test_report_cost_section_shows_paper_and_computed_figures(study, tmp_path):
+    spec, results = study
+    cost = json.loads(cost_fixture(results).read_text())
+    summarize(spec, results, cost=results / "cost.json")
+    build_report(results / "summary.json", tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text()
+    section = html[html.index("Cost model"):html.index("Every run of this preset")]
+    ours = {(r["arch"], r["bits"], r["scheme"]): r for r in cost["paper"]}
+    assert f"{ours[('resnet18', 5, 'uniform')]['fixops'] / 1e6:,.1f}" in section
+    assert "781M" in section and "616M" in section and "298M" in section
+    assert "matches (within ±0.5M" in section
+    apot50, uniform50 = ours[("resnet50", 4, "apot")], ours[("resnet50", 4, "uniform")]
+    reduction = 100 * (1 - apot50["fixops"] / uniform50["fixops"])
+    assert f"this model gives {reduction:.1f} %" in section
+    assert "not reproduced by this accounting" in section  # 14.9 % against 22 %
+    study_row = next(r for r in cost["study"] if (r["bits"], r["scheme"]) == (4, "pot"))
+    assert f"<td>{study_row['fixops'] / 1e6:,.1f}</td>" in section
+
+
+def test_report_says_when_cost_tables_are_missing(study, tmp_path):
+    spec, results = study
+    summarize(spec, results)
+    build_report(results / "summary.json", tmp_path / "out")
+    assert "Not computed: the summary holds no cost tables" in (
+        tmp_path / "out" / "report.html").read_text()
