@@ -140,7 +140,15 @@ def cmd_cost(args: argparse.Namespace) -> dict:
                                 args.first_last)
         load_into_model(model, state, source=str(args.checkpoint))
     cost = network_cost(args.arch, args.bits, args.scheme, args.k, args.first_last, model)
-    return cost if args.layers else summary_row(cost)
+    if args.checkpoint is not None:
+        from .checkpoints import file_sha256
+        cost["checkpoint"] = str(args.checkpoint)
+        cost["checkpoint_sha256"] = file_sha256(args.checkpoint)
+    result = cost if args.layers else summary_row(cost)
+    if args.out is not None:
+        from .checkpoints import write_text_atomic
+        write_text_atomic(args.out, json.dumps(result, indent=1, sort_keys=True) + "\n")
+    return result
 
 
 def cmd_cost_tables(args: argparse.Namespace) -> dict:
@@ -271,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="expected counts over this trained model's weight levels (default: "
                         "every level equally used)")
     p.add_argument("--layers", action="store_true", help="include the per-layer rows")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     p.set_defaults(run=cmd_cost)
 
     p = sub.add_parser("cost-tables", help="write the report's cost tables for a study")

@@ -61,10 +61,21 @@ def run_records(study: dict, results: Path, benchmarks: Path | None) -> list[dic
                 record[key] = metrics.get(key)
             bench = benchmarks / "runs" / f"{run.path}.tsv" if benchmarks else None
             record["job_seconds"] = _benchmark_seconds(bench) if bench else None
+            cost_path = metrics_path.with_name("cost.json")
+            record["cost"] = _run_cost(_read_json(cost_path)) if cost_path.is_file() else None
         else:
             record["status"] = "missing: the run has not completed"
         records.append(record)
     return records
+
+
+def _run_cost(cost: dict) -> dict:
+    """Per quantized MAC, over the levels the run's best weights use (``apot cost``)."""
+    macs = cost["quantized_macs"]
+    return {"fixops": cost["fixops"], "weight_usage": cost["weight_usage"],
+            "shifts_per_mac": round(cost["shifts"]["expected"] / macs, 4),
+            "shifts_per_mac_worst": round(cost["shifts"]["worst"] / macs, 4),
+            "adds_per_mac": round(cost["adds"]["expected"] / macs, 4)}
 
 
 def _stats(values: list[float]) -> dict:

@@ -25,6 +25,7 @@ RESULTS = f"results/{PRESET}"
 LOGS = f"logs/{PRESET}"
 BENCHMARKS = f"benchmarks/{PRESET}"
 DATASETS = sorted({run.dataset for run in RUNS.values()})
+QUANTIZED_RUNS = [path for path, run in RUNS.items() if run.scheme != "fp32"]
 # The apot command line of the interpreter running Snakemake: no reliance on PATH, also in
 # cluster jobs (which share this file system).
 APOT = f"{shlex.quote(sys.executable)} -m apot"
@@ -33,7 +34,7 @@ TRAIN_GPUS = 0 if config["device"] == "cpu" else 1
 
 # Light jobs, and the download (compute nodes are often offline), stay on the submitting host
 # when a cluster profile is used.
-localrules: prepare_data, cost_tables, summarize, report, all
+localrules: prepare_data, cost_tables, run_cost, summarize, report, all
 
 wildcard_constraints:
     dataset="cifar10|cifar100|imagenet",
@@ -54,6 +55,19 @@ def run_dir(path):
 
 def run_metrics(path):
     return f"{run_dir(path)}/metrics.json"
+
+
+def run_cost(path):
+    return f"{run_dir(path)}/cost.json"
+
+
+def cost_args(run):
+    """apot cost flags of one trained run: its model, its best weights, where to write."""
+    args = ["--arch", run.arch, "--bits", run.bits, "--scheme", run.train["scheme"],
+            "--k", run.train["k"], "--first-last", run.train["first_last"],
+            "--checkpoint", f"{run_dir(run.path)}/best.pt", "--layers",
+            "--out", run_cost(run.path)]
+    return " ".join(shlex.quote(str(a)) for a in args)
 
 
 def run_of(wildcards, scheme, bits):

@@ -1,6 +1,8 @@
-# Stage: the cost model. Operation counts (MACs, FixOPs, shifts, adds) of every model and
-# bit-width of the preset's studies, in each scheme, plus the paper's cost configurations
-# (ResNet-18 5/3-bit, ResNet-50 4-bit). It needs no data and no trained weights.
+# Stage: the cost model. cost_tables: operation counts (MACs, FixOPs, shifts, adds) of every
+# model and bit-width of the preset's studies, in each scheme, plus the paper's cost
+# configurations (ResNet-18 5/3-bit, ResNet-50 4-bit); it needs no data and no trained weights.
+# run_cost: the expected shifts and adds of one trained quantized run, over the levels its
+# best weights actually use.
 
 
 rule cost_tables:
@@ -16,3 +18,20 @@ rule cost_tables:
         runtime=10,
     shell:
         "{APOT} cost-tables --study {params.study:q} --out {output} > {log} 2>&1"
+
+
+rule run_cost:
+    input:
+        f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{schedule}}/{{scheme}}-w{{bits}}/seed{{seed}}/metrics.json",
+    output:
+        f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{schedule}}/{{scheme}}-w{{bits}}/seed{{seed}}/cost.json",
+    params:
+        args=lambda w: cost_args(run_of(w, w.scheme, w.bits)),
+    log:
+        f"{LOGS}/runs/{{dataset}}/{{arch}}/{{schedule}}/{{scheme}}-w{{bits}}/seed{{seed}}.cost.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    shell:
+        "{APOT} cost {params.args} > {log} 2>&1"

@@ -7,6 +7,7 @@ rule summarize:
         runs=[run_metrics(path) for path in RUNS],
         data=[f"{data_dir(d)}/manifest.json" for d in DATASETS],
         cost=f"{RESULTS}/cost.json",
+        run_costs=[run_cost(path) for path in QUANTIZED_RUNS],
     output:
         json=f"{RESULTS}/summary.json",
         csv=f"{RESULTS}/summary.csv",

@@ -122,4 +122,4 @@ def emulate(layer: QuantConv2d, x: torch.Tensor) -> dict:
     denominator = layer_out.abs().max().clamp(min=1e-30)
     return {"acc": acc, "scale": float(scale),
             "equals_integer_conv": bool(torch.equal(exact, acc.double())),
-            "max_relative_error": float(((scaled - layer_out).abs().max() / denominator))}
+            "max_relative_error": float((scaled - layer_out).abs().max() / denominator)}

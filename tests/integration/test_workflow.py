@@ -41,7 +41,7 @@ def test_paper_preset_dry_run_lists_exactly_the_study(workflow, fake_mirror):
     # CIFAR-10: ResNet-20/56 MultiStepLR + ResNet-20 cosine = 3 chains; CIFAR-100: 2 chains;
     # each chain = FP32 + 4/3/2-bit. ImageNet: ResNet-18 FP32 + 5-bit.
     assert job_counts(out) == {"prepare_data": 3, "train_fp32": 6, "train_quantized": 16,
-                               "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
+                               "run_cost": 16, "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
     # progressive chains are rule inputs: 3-bit starts from 4-bit, 4-bit from FP32
     run = "results/paper/runs/cifar10/resnet56/multistep/{}/seed0/metrics.json"
     assert job_inputs(out, run.format("apot-w3")) == [
@@ -57,11 +57,11 @@ def test_paper_preset_without_imagenet_and_with_scheme_ablation(workflow, fake_m
     mirror, _ = fake_mirror
     out = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}").stdout
     assert job_counts(out) == {"prepare_data": 2, "train_fp32": 5, "train_quantized": 15,
-                               "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
+                               "run_cost": 15, "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
     out = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}",
                     "scheme_ablation=True").stdout
     # uniform and PoT chains from the same FP32 baselines: 15 more runs each
-    assert job_counts(out)["train_quantized"] == 45
+    assert job_counts(out)["train_quantized"] == job_counts(out)["run_cost"] == 45
     assert job_counts(out)["train_fp32"] == 5
     assert "cifar100/resnet56/multistep/uniform-w2/seed0/metrics.json" in out
     assert "cifar10/resnet20/cosine/pot-w3/seed0/metrics.json" in out
@@ -72,7 +72,7 @@ def test_quick_is_the_default_preset(workflow, shared_data):
                     APOT_DATA_MIRROR=str(shared_data)).stdout
     assert "results/quick/runs/cifar10/resnet56/multistep/apot-w2/seed0" in out
     assert job_counts(out) == {"prepare_data": 1, "train_fp32": 3, "train_quantized": 9,
-                               "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
+                               "run_cost": 9, "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize("edit, key, words", [
@@ -129,7 +129,7 @@ def smoke_study(tmp_path_factory, shared_data):
 def test_smoke_preset_runs_end_to_end(smoke_study):
     folder, output = smoke_study
     assert job_counts(output) == {"prepare_data": 1, "train_fp32": 3, "train_quantized": 9,
-                                  "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
+                                  "run_cost": 9, "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
     runs = folder / "results/smoke/runs"
     metrics = sorted(runs.rglob("metrics.json"))
     assert len(metrics) == 12
@@ -154,6 +154,12 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
     assert "Cost model" in html and "781M" in html and (
         f"{cost['study'][0]['fixops'] / 1e6:,.1f}" in html)
     assert (folder / "logs/smoke/cost_tables.log").is_file()
+    # each quantized run's expected shifts over the levels its best weights use
+    run_cost = json.loads((runs / "cifar10/resnet20/multistep/apot-w4/seed0/cost.json").read_text())
+    assert run_cost["weight_usage"] == "checkpoint" and run_cost["bits"] == 4
+    assert not (runs / "cifar10/resnet20/multistep/fp32-w32/seed0/cost.json").exists()
+    per_mac = run_cost["shifts"]["expected"] / run_cost["quantized_macs"]
+    assert f"{per_mac:.3f} (2)" in html
 
 
 def test_second_run_does_nothing(smoke_study, shared_data):

@@ -8,10 +8,16 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from apot.cli import main
-from apot.cost import (cost_tables, count_layers, mac_cost, multiply_table, network_cost,
-                       weight_usage)
+from apot.cost import (
+    cost_tables,
+    count_layers,
+    mac_cost,
+    multiply_table,
+    network_cost,
+    weight_usage,
+)
 from apot.models import ARCHS, build_model
-from apot.quant.integer import emulate, shift_add_conv2d, weight_terms, activation_codes
+from apot.quant.integer import activation_codes, emulate, shift_add_conv2d, weight_terms
 from apot.quant.levels import SCHEMES, level_codes, magnitude_levels, mean_terms
 from apot.quant.modules import QuantConv2d
 

@@ -8,7 +8,12 @@ import torch.nn.functional as F
 
 from apot.loader import TensorLoader
 from apot.models import build_model
-from apot.quant.functional import ActivationQuantFn, LevelTable, project_bruteforce, shared_projector
+from apot.quant.functional import (
+    ActivationQuantFn,
+    LevelTable,
+    project_bruteforce,
+    shared_projector,
+)
 from apot.quant.levels import SCHEMES, magnitude_levels
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

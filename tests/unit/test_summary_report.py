@@ -229,3 +229,22 @@ def test_report_says_when_cost_tables_are_missing(study, tmp_path):
     build_report(results / "summary.json", tmp_path / "out")
     assert "Not computed: the summary holds no cost tables" in (
         tmp_path / "out" / "report.html").read_text()
+
+
+def test_run_cost_is_summarized_and_shown_per_run(study, tmp_path):
+    import torch
+    from apot.cost import network_cost
+    from apot.models import build_model
+    spec, results = study
+    torch.manual_seed(0)
+    cost = network_cost("resnet20", 4, model=build_model("resnet20", bits=4))
+    run = results / "runs/cifar10/resnet20/multistep/apot-w4/seed0"
+    (run / "cost.json").write_text(json.dumps(cost))
+    summarize(spec, results)
+    record = next(r for r in json.loads((results / "summary.json").read_text())["runs"]
+                  if r["path"] == "cifar10/resnet20/multistep/apot-w4/seed0")
+    per_mac = cost["shifts"]["expected"] / cost["quantized_macs"]
+    assert record["cost"]["shifts_per_mac"] == round(per_mac, 4)
+    assert record["cost"]["shifts_per_mac_worst"] == 2  # 4-bit weights: two terms at most
+    build_report(results / "summary.json", tmp_path / "out")
+    assert f"{round(per_mac, 4):.3f} (2)" in (tmp_path / "out" / "report.html").read_text()
