@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from .checkpoints import write_text_atomic
+from .claims import evaluate_claims
 from .errors import UserError
 from .quant.levels import apot_terms
 from .study import FLOAT_BITS, FLOAT_SCHEME
@@ -144,6 +145,65 @@ def _term_ratio(row: dict) -> float | None:
     return None if quantized <= 0 else (row["fixops"] - row["multiplies"]) / quantized
 
 
+def _run_label(record: dict, seeds: int) -> str:
+    name = "FP32" if record["bits"] == FLOAT_BITS else f"{record['scheme']} {record['bits']}-bit"
+    return f"{name}, seed {record['seed']}" if seeds > 1 else name
+
+
+def figures(summary: dict, tables: list[dict], cost: dict | None) -> list[dict]:
+    """Every figure of the report: {"id", "caption", "svg"}; only from data that exist."""
+    from . import figures as fig
+
+    result = [{"id": "levels", "svg": fig.level_sets_svg(),
+               "caption": "Levels of uniform, PoT and APoT quantization of unsigned data at 3 and "
+                          "4 bits (α = 1), from apot.quant.levels (the reproducibility report's "
+                          "Figure 1)."}]
+    done = [r for r in summary["runs"] if r["status"] == "done" and r.get("curve")]
+    seeds = len(summary["config"]["presets"][summary["preset"]]["seeds"])
+    for key in dict.fromkeys((r["dataset"], r["arch"], r["schedule"]) for r in done):
+        runs = sorted((r for r in done if (r["dataset"], r["arch"], r["schedule"]) == key),
+                      key=lambda r: (r["scheme"] != FLOAT_SCHEME, -r["bits"], r["scheme"], r["seed"]))
+        title = f"{key[0]}, {key[1]}, {key[2]}"
+        result.append({"id": "curves-" + "-".join(key),
+                       "svg": fig.curves_svg(title, [(_run_label(r, seeds), r["bits"], r["curve"])
+                                                     for r in runs]),
+                       "caption": f"Test top-1 per epoch, {title}: every completed run of this "
+                                  f"preset (the reproducibility report's Figures 2-5)."})
+    for table in tables:
+        panels = []
+        for arch in dict.fromkeys(r["arch"] for r in table["rows"]):
+            rows = [{"bits": r["bits"], "paper": r["paper"], "repro": r["repro"],
+                     "ours": r["ours"]["mean"] if r["status"] == "done" else None}
+                    for r in table["rows"] if r["arch"] == arch]
+            panels.append((arch, rows))
+        result.append({"id": f"bits-{table['id']}",
+                       "svg": fig.accuracy_by_bits_svg(table["title"], panels),
+                       "caption": f"Top-1 against bit-width, {table['title']}: the paper, the "
+                                  f"reproducibility report and this run (points exist only where "
+                                  f"a value does)."})
+    if cost is not None:
+        fixops = {(r["arch"], r["bits"], r["scheme"]): r["fixops"] / 1e6 for r in cost["study"]}
+        series: dict[tuple, list] = {}
+        for g in summary["groups"]:
+            scheme = "apot" if g["scheme"] == FLOAT_SCHEME else g["scheme"]
+            value = fixops.get((g["arch"], g["bits"], scheme))
+            if g["status"] != "done" or value is None:
+                continue
+            for line_scheme in (("apot", "pot", "uniform") if g["scheme"] == FLOAT_SCHEME
+                                else (g["scheme"],)):
+                series.setdefault((g["dataset"], g["arch"], g["schedule"], line_scheme), []
+                                  ).append((value, g["best_top1"]["mean"], g["bits"]))
+        lines = [(" ".join(k), points) for k, points in sorted(series.items())
+                 if any(b != FLOAT_BITS for _, _, b in points)]
+        if lines:
+            result.append({"id": "cost", "svg": fig.accuracy_vs_cost_svg(
+                "Accuracy against computation", lines),
+                "caption": "Best test top-1 (mean over seeds) against FixOPs per image from the "
+                           "cost model, every completed model of this preset; each line starts "
+                           "at its FP32 baseline."})
+    return result
+
+
 def render_html(summary: dict) -> str:
     """The report as one HTML string: inline CSS, no external references."""
     import jinja2
@@ -157,9 +217,11 @@ def render_html(summary: dict) -> str:
     env.filters["num"] = lambda v, d=2: "—" if v is None else f"{v:,.{d}f}"
     cited = load_cited()
     preset = summary["config"]["presets"][summary["preset"]]
+    cost = cost_section(summary, cited)
+    tables = comparison_tables(summary, cited)
     context = {"summary": summary, "cited": cited, "preset": preset,
-               "tables": comparison_tables(summary, cited),
-               "cost": cost_section(summary, cited),
+               "tables": tables, "cost": cost, "figures": figures(summary, tables, cost),
+               "claims": evaluate_claims(summary, cited, cost),
                "css": (TEMPLATES / "report.css").read_text(),
                "config_yaml": yaml.safe_dump({"preset": summary["preset"], **{
                    k: v for k, v in summary["config"].items() if k not in ("presets", "preset")},

@@ -15,7 +15,6 @@ import copy
 import csv
 import io
 import json
-import statistics
 from pathlib import Path
 
 from .checkpoints import write_text_atomic
@@ -78,37 +77,42 @@ def _run_cost(cost: dict) -> dict:
             "adds_per_mac": round(cost["adds"]["expected"] / macs, 4)}
 
 
-def _stats(values: list[float]) -> dict:
-    if not values:
-        return {"mean": None, "std": None, "n": 0}
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": round(statistics.fmean(values), 4), "std": round(std, 4), "n": len(values)}
+METRICS = ("best_top1", "final_top1")
 
 
 def group_records(records: list[dict]) -> list[dict]:
-    """Runs grouped over seeds, with the accuracy drop against the group's FP32 baseline
-    (positive drop = the quantized model is worse)."""
-    groups: dict[tuple, list[dict]] = {}
-    for record in records:
-        groups.setdefault(tuple(record[k] for k in GROUP_KEYS), []).append(record)
+    """Runs grouped over seeds (mean, sample std, n of each metric), with the accuracy drop
+    against the group's FP32 baseline (positive drop = the quantized model is worse).
+    Groups keep the order of their first run; a group with no completed run carries that
+    run's status."""
+    import pandas as pd
+
+    runs = pd.DataFrame([{k: r.get(k) for k in (*GROUP_KEYS, "status", *METRICS)}
+                         for r in records], columns=[*GROUP_KEYS, "status", *METRICS])
+    if runs.empty:
+        return []
+    keys = list(GROUP_KEYS)
+    done = runs[runs["status"] == "done"].astype({m: float for m in METRICS})
+    stats = done.groupby(keys, sort=False)[list(METRICS)].agg(["mean", "std", "count"])
+    base = stats.xs(FLOAT_SCHEME, level="scheme", drop_level=False)
+    base = base[base.index.get_level_values("bits") == FLOAT_BITS]
+    base_mean = {(d, a, s): row for (d, a, s, _, _), row in base.iterrows()}
     rows = []
-    for key, members in groups.items():
-        done = [m for m in members if m["status"] == "done"]
-        row = dict(zip(GROUP_KEYS, key))
-        row["status"] = "done" if done else members[0]["status"]
-        row["best_top1"] = _stats([m["best_top1"] for m in done])
-        row["final_top1"] = _stats([m["final_top1"] for m in done])
+    for key, first in runs.drop_duplicates(keys).set_index(keys)["status"].items():
+        row = {**dict(zip(GROUP_KEYS, key)), "bits": int(key[GROUP_KEYS.index("bits")])}
+        row["status"] = "done" if key in stats.index else first
+        is_base = row["scheme"] == FLOAT_SCHEME and row["bits"] == FLOAT_BITS
+        ref = None if is_base else base_mean.get(key[:3])
+        for metric in METRICS:
+            if key not in stats.index:
+                row[metric] = {"mean": None, "std": None, "n": 0, "drop": None}
+                continue
+            mean, std, n = (stats.loc[key, (metric, part)] for part in ("mean", "std", "count"))
+            ref_mean = None if ref is None else ref[(metric, "mean")]
+            row[metric] = {"mean": round(float(mean), 4),
+                           "std": round(float(std), 4) if n > 1 else 0.0, "n": int(n),
+                           "drop": None if ref_mean is None else round(float(ref_mean - mean), 4)}
         rows.append(row)
-    baseline = {(r["dataset"], r["arch"], r["schedule"]): r for r in rows
-                if r["scheme"] == FLOAT_SCHEME and r["bits"] == FLOAT_BITS}
-    for row in rows:
-        base = baseline.get((row["dataset"], row["arch"], row["schedule"]))
-        if base is row:
-            base = None  # a baseline has no drop against itself
-        for metric in ("best_top1", "final_top1"):
-            ours, ref = row[metric]["mean"], base[metric]["mean"] if base else None
-            row[metric]["drop"] = (round(ref - ours, 4)
-                                   if ours is not None and ref is not None else None)
     return rows
 
 
@@ -151,6 +155,12 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
         folder = results / "data" / dataset
         data[dataset] = (load_manifest(folder) if (folder / MANIFEST).is_file()
                          else {"status": study.get("skipped", {}).get(dataset, "not prepared")})
+    history_rows = histories(records, results)
+    curves: dict[str, list[float]] = {}
+    for row in history_rows:
+        curves.setdefault(row["run"], []).append(float(row["test_top1"]))
+    for record in records:
+        record["curve"] = curves.get(record["path"])  # test top-1 per epoch, for the figures
     summary = {"preset": config["preset"], "description": preset["description"],
                "full_scale": preset["full_scale"], "config": result_config(config),
                "data": data,
@@ -158,15 +168,20 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
                "cost": _read_json(Path(cost)) if cost else None}
     write_text_atomic(results / "summary.json", json.dumps(summary, indent=1, sort_keys=True)
                       + "\n")
+    fixops = {} if summary["cost"] is None else {
+        (r["arch"], r["bits"], r["scheme"]): r["fixops"] for r in summary["cost"]["study"]}
     flat = [{**{k: g[k] for k in (*GROUP_KEYS, "status")},
              **{f"{m}_{s}": g[m][s] for m in ("best_top1", "final_top1")
-                for s in ("mean", "std", "n", "drop")}} for g in groups]
+                for s in ("mean", "std", "n", "drop")},
+             # the cost model's FixOPs per image beside the accuracy (FP32: the float model)
+             "fixops": fixops.get((g["arch"], g["bits"],
+                                   "apot" if g["scheme"] == FLOAT_SCHEME else g["scheme"]))}
+            for g in groups]
     write_text_atomic(results / "summary.csv", _csv_text(flat, list(flat[0]) if flat else []))
     accuracy = {group_name(g): {"best_top1": g["best_top1"]["mean"],
                                 "final_top1": g["final_top1"]["mean"]}
                 for g in groups if g["status"] == "done"}
     write_text_atomic(results / "accuracy.json", json.dumps(accuracy, indent=1) + "\n")
-    history_rows = histories(records, results)
     write_text_atomic(results / "histories.csv",
                       _csv_text(history_rows, ["run", *RUN_KEYS, *sorted(HISTORY_FIELDS)]))
     done = sum(r["status"] == "done" for r in records)

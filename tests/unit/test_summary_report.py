@@ -96,15 +96,16 @@ def test_report_tables_show_cited_and_measured_numbers_and_why_rows_did_not_run(
     out = results.parent.parent / "build"
     build_report(results / "summary.json", out)
     html = (out / "report.html").read_text()
-    table1 = html.split("Table 1:")[1].split("</table>")[0]
+    table1 = html.split("<h3>Table 1: CIFAR-10")[1].split("</table>")[0]
     # this run: mean ± std (n) and the drop against this run's own FP32
     assert "81.00 ± 1.41 (n=2)" in table1 and "79.50 ± 0.71 (n=2)" in table1
     assert "+1.50" in table1 and "+5.50" in table1
     # cited: the paper's 4-bit ResNet-20 beat its FP32 by 0.7; the reproduction lost 0.34
     assert "92.30" in table1 and "-0.70" in table1 and "+0.34" in table1
     assert "missing: the run has not completed" in table1          # 2-bit of the fixture
-    assert "not run: no data source" in html.split("Table 3:")[1].split("</table>")[0]
-    assert "not configured: no ImageNet folder" in html.split("Table 2:")[1].split("</table>")[0]
+    assert "not run: no data source" in html.split("<h3>Table 3:")[1].split("</table>")[0]
+    assert "not configured: no ImageNet folder" in html.split("<h3>Table 2:")[1].split(
+        "</table>")[0]
     assert "REDUCED SCALE" in html
     assert "ab" * 32 in html                                         # dataset sha256
     # nothing is fetched from anywhere
@@ -248,3 +249,35 @@ def test_run_cost_is_summarized_and_shown_per_run(study, tmp_path):
     assert record["cost"]["shifts_per_mac_worst"] == 2  # 4-bit weights: two terms at most
     build_report(results / "summary.json", tmp_path / "out")
     assert f"{round(per_mac, 4):.3f} (2)" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_report_has_claims_and_figures_from_the_fixture(study, tmp_path):
+    spec, results = study
+    cost_fixture(results)
+    summarize(spec, results, cost=results / "cost.json")
+    summary = json.loads((results / "summary.json").read_text())
+    run = next(r for r in summary["runs"] if r["path"] == "cifar10/resnet20/multistep/apot-w4/seed0")
+    assert run["curve"] == [FIXTURE[("cifar10/resnet20/multistep/apot-w4", 0)] - 1,
+                            FIXTURE[("cifar10/resnet20/multistep/apot-w4", 0)]]
+    build_report(results / "summary.json", tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text()
+    claims = html[html.index("Claims and verdicts"):html.index("Accuracy against the paper")]
+    # smoke is reduced in scale: accuracy claims are not testable, cost claims are computed
+    assert claims.count('class="verdict not-testable"') == 5
+    assert claims.count('class="verdict not-supported"') == 1   # 22 %
+    assert claims.count('class="verdict supported"') == 1       # 2x
+    for figure in ("levels", "curves-cifar10-resnet20-multistep", "bits-table1", "cost"):
+        assert f'<figure id="fig-{figure}">' in html
+    assert "fig-curves-cifar10-resnet56" not in html  # no ResNet-56 run in the fixture
+
+
+def test_summary_csv_joins_accuracy_and_cost(study):
+    spec, results = study
+    cost = json.loads(cost_fixture(results).read_text())
+    summarize(spec, results, cost=results / "cost.json")
+    rows = {(r["scheme"], r["bits"]): r for r in csv.DictReader(open(results / "summary.csv"))
+            if r["dataset"] == "cifar10" and r["arch"] == "resnet20" and r["schedule"] == "multistep"}
+    fixops = {(r["bits"], r["scheme"]): r["fixops"] for r in cost["study"]}
+    assert float(rows[("apot", "4")]["fixops"]) == fixops[(4, "apot")]
+    assert float(rows[("fp32", "32")]["fixops"]) == fixops[(32, "apot")]
+    assert rows[("apot", "4")]["best_top1_mean"] == "79.5" and rows[("apot", "4")]["best_top1_n"] == "2"

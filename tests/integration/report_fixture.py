@@ -1,0 +1,54 @@
+"""A small rendered report (smoke preset, a few fabricated runs written the way the engine
+writes them, real cost tables) for the browser tests."""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+
+import yaml
+
+from apot.cost import cost_tables
+from apot.report import build_report
+from apot.study import validate_config
+from apot.summary import summarize
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = {"cifar10/resnet20/multistep/fp32-w32/seed0": 60.0,
+        "cifar10/resnet20/multistep/apot-w4/seed0": 58.5,
+        "cifar10/resnet20/multistep/apot-w3/seed0": 57.0}
+
+
+def _write_run(results: Path, path: str, best: float) -> None:
+    folder = results / "runs" / path
+    folder.mkdir(parents=True)
+    with open(folder / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["epoch", "lr", "train_loss", "train_top1",
+                                               "test_loss", "test_top1", "test_top5",
+                                               "images_per_s", "epoch_seconds"])
+        writer.writeheader()
+        for epoch, top1 in enumerate((best - 5, best - 1, best)):
+            writer.writerow({"epoch": epoch, "lr": 0.1, "train_loss": 1.0, "train_top1": 50.0,
+                             "test_loss": 1.0, "test_top1": top1, "test_top5": 90.0,
+                             "images_per_s": 100.0, "epoch_seconds": 1.0})
+    (folder / "metrics.json").write_text(json.dumps({
+        "best_top1": best, "best_epoch": 2, "final_top1": best, "final_top5": 90.0,
+        "epochs": 3, "wall_seconds": 3.0, "device": "cpu", "seed": 0, "init": None}))
+
+
+def write_report(folder: Path) -> Path:
+    """Render the fixture's report under ``folder``; returns the HTML file."""
+    config = validate_config(copy.deepcopy(yaml.safe_load((ROOT / "config.yaml").read_text()))
+                             | {"preset": "smoke"})
+    results = folder / "results" / "smoke"
+    for path, best in RUNS.items():
+        _write_run(results, path, best)
+    (results / "cost.json").write_text(json.dumps(cost_tables([("resnet20", 32),
+                                                               ("resnet20", 4),
+                                                               ("resnet20", 3)])))
+    study = {"config": config, "skipped": {"cifar100": "not run: no data source",
+                                           "imagenet": "not configured: no ImageNet folder"}}
+    summarize(study, results, cost=results / "cost.json")
+    build_report(results / "summary.json", folder / "build")
+    return folder / "build" / "report.html"
