@@ -17,6 +17,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/cost.smk"
+include: "rules/authors.smk"
 include: "rules/report.smk"
 
 

@@ -91,11 +91,15 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     model = build_model(args.arch, num_classes, args.bits, args.scheme, args.k, args.first_last)
     load_into_model(model, state, source=str(args.checkpoint))
     result = evaluate(model, batches, device)
-    return {**result, "arch": args.arch, "bits": args.bits, "scheme": args.scheme, "k": args.k,
-            "first_last": args.first_last, "checkpoint": str(args.checkpoint),
-            "checkpoint_sha256": file_sha256(args.checkpoint),
-            "data": str(args.data), "split": args.split, "device": str(device),
-            "seconds": round(time.perf_counter() - start, 2)}
+    result = {**result, "arch": args.arch, "bits": args.bits, "scheme": args.scheme, "k": args.k,
+              "first_last": args.first_last, "checkpoint": str(args.checkpoint),
+              "checkpoint_sha256": file_sha256(args.checkpoint),
+              "data": str(args.data), "split": args.split, "device": str(device),
+              "seconds": round(time.perf_counter() - start, 2)}
+    if args.out is not None:
+        from .checkpoints import write_text_atomic
+        write_text_atomic(args.out, json.dumps(result, indent=1, sort_keys=True) + "\n")
+    return result
 
 
 def cmd_prepare_data(args: argparse.Namespace) -> dict:
@@ -246,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-per-class", type=_positive, default=None,
                    help="evaluate only the first N images of each class (quick checks)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("prepare-data", help="decode a dataset once into tensors + manifest")

@@ -60,6 +60,41 @@ def comparison_tables(summary: dict, cited: dict) -> list[dict]:
     return tables
 
 
+def authors_rows(summary: dict, cited: dict) -> list[dict]:
+    """The authors' released checkpoints: published top-1 and ours on this preset's test split,
+    one row per bit-width the authors released; a row that did not run says why."""
+    authors = summary.get("authors") or {"found": [], "evals": []}
+    evals = {e["bits"]: e for e in authors["evals"]}
+    rows = []
+    for bits, published in cited["authors_checkpoints"]["published"].items():
+        row = {"bits": bits, "published": published, "eval": evals.get(bits)}
+        if row["eval"] is None:
+            row["status"] = ("not evaluated: checkpoint file not found (config key "
+                             "authors_checkpoints)" if bits not in authors["found"]
+                             else "missing: the evaluation has not completed")
+        rows.append(row)
+    return rows
+
+
+def scheme_ablation_rows(summary: dict) -> list[dict]:
+    """APoT, PoT and uniform side by side for every (dataset, arch, schedule, bits) the scheme
+    ablation covers; each cell is a group (best top-1 over seeds) or the reason it is missing."""
+    groups = {(g["dataset"], g["arch"], g["schedule"], g["scheme"], g["bits"]): g
+              for g in summary["groups"]}
+    keys = dict.fromkeys((d, a, s, b) for (d, a, s, scheme, b) in groups
+                         if scheme in ("pot", "uniform"))
+    rows = []
+    for dataset, arch, schedule, bits in keys:
+        cells = {}
+        for scheme in ("apot", "pot", "uniform"):
+            group = groups.get((dataset, arch, schedule, scheme, bits))
+            cells[scheme] = (group["best_top1"] if group and group["status"] == "done"
+                             else {"status": group["status"] if group else "not in this preset"})
+        rows.append({"dataset": dataset, "arch": arch, "schedule": schedule, "bits": bits,
+                     **cells})
+    return rows
+
+
 def _printed_tolerance(printed: str) -> float:
     """Half a unit of the last printed digit, in millions ("616M" -> 0.5, "1.82G" -> 5)."""
     number, unit = printed[:-1], printed[-1]
@@ -221,6 +256,8 @@ def render_html(summary: dict) -> str:
     tables = comparison_tables(summary, cited)
     context = {"summary": summary, "cited": cited, "preset": preset,
                "tables": tables, "cost": cost, "figures": figures(summary, tables, cost),
+               "schemes": scheme_ablation_rows(summary),
+               "authors": authors_rows(summary, cited),
                "claims": evaluate_claims(summary, cited, cost),
                "css": (TEMPLATES / "report.css").read_text(),
                "config_yaml": yaml.safe_dump({"preset": summary["preset"], **{

@@ -33,7 +33,7 @@ OFFLINE_ENV = "APOT_OFFLINE"  # set to 1 to skip the probe and treat the network
 IMAGENET_ARCHS = ("resnet18", "resnet34", "resnet50")
 # Config keys that say how and where the study runs, not what it computes: changing them must
 # not re-run a job, so they stay out of rule params and out of the summary.
-RUNTIME_KEYS = ("device", "train_threads", "mirror", "download_root")
+RUNTIME_KEYS = ("device", "train_threads", "mirror", "download_root", "authors_checkpoints")
 
 
 def result_config(config: dict) -> dict:
@@ -266,3 +266,21 @@ def _add_run(runs: dict[str, RunSpec], spec: RunSpec) -> None:
         raise UserError(f"studies {known.study} and {spec.study} both define run {spec.path} "
                         f"with different settings; give one of them another schedule or arch")
     runs.setdefault(spec.path, spec)
+
+
+AUTHORS_BITS = (32, 4, 3, 2)
+AUTHORS_FILE = "res20_{bits}bit.pth.tar"  # the names in the authors' repository (renamed)
+AUTHORS_FOLDER = "apot-authors-checkpoints"  # inside the mirror folder
+
+
+def authors_checkpoints(config: dict) -> dict[int, str]:
+    """bits -> file of the authors' released CIFAR-10 ResNet-20 checkpoint, for those found in
+    config key authors_checkpoints, else in the mirror's apot-authors-checkpoints/ folder."""
+    folder = config.get("authors_checkpoints") or ""
+    if not folder:
+        mirror = mirror_folder(config.get("mirror") or None)
+        folder = str(mirror / AUTHORS_FOLDER) if mirror is not None else ""
+    if not folder or not Path(folder).is_dir():
+        return {}
+    files = {bits: Path(folder) / AUTHORS_FILE.format(bits=bits) for bits in AUTHORS_BITS}
+    return {bits: str(path) for bits, path in files.items() if path.is_file()}

@@ -68,6 +68,22 @@ def run_records(study: dict, results: Path, benchmarks: Path | None) -> list[dic
     return records
 
 
+def authors_evaluations(study: dict, results: Path) -> dict:
+    """The authors' checkpoints as evaluated by the eval_authors rule: which were found, and
+    per bit-width top-1/top-5 on this preset's CIFAR-10 test split."""
+    found = study.get("authors_bits", [])
+    # always there (maybe empty), so that DVC can version it as an output of the study stage
+    (results / "authors").mkdir(parents=True, exist_ok=True)
+    evals = []
+    for bits in found:
+        path = results / "authors" / f"resnet20-w{bits}.json"
+        if path.is_file():
+            result = _read_json(path)
+            evals.append({"bits": bits, **{k: result.get(k) for k in (
+                "top1", "top5", "n", "checkpoint", "checkpoint_sha256", "split")}})
+    return {"found": found, "evals": evals}
+
+
 def _run_cost(cost: dict) -> dict:
     """Per quantized MAC, over the levels the run's best weights use (``apot cost``)."""
     macs = cost["quantized_macs"]
@@ -165,7 +181,8 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
                "full_scale": preset["full_scale"], "config": result_config(config),
                "data": data,
                "runs": records, "groups": groups, "provenance": provenance(records),
-               "cost": _read_json(Path(cost)) if cost else None}
+               "cost": _read_json(Path(cost)) if cost else None,
+               "authors": authors_evaluations(study, results)}
     write_text_atomic(results / "summary.json", json.dumps(summary, indent=1, sort_keys=True)
                       + "\n")
     fixops = {} if summary["cost"] is None else {

@@ -9,8 +9,8 @@ from snakemake.exceptions import WorkflowError
 
 from apot.errors import UserError
 from apot.prepare import mirror_folder
-from apot.study import (check_config, check_data, data_sources, expand_runs, result_config,
-                        run_path)
+from apot.study import (authors_checkpoints, check_config, check_data, data_sources, expand_runs,
+                        result_config, run_path)
 
 try:
     check_config(config)
@@ -26,6 +26,8 @@ LOGS = f"logs/{PRESET}"
 BENCHMARKS = f"benchmarks/{PRESET}"
 DATASETS = sorted({run.dataset for run in RUNS.values()})
 QUANTIZED_RUNS = [path for path, run in RUNS.items() if run.scheme != "fp32"]
+# bits -> the authors' released CIFAR-10 ResNet-20 checkpoint, evaluated when CIFAR-10 runs
+AUTHORS = authors_checkpoints(config) if "cifar10" in DATASETS else {}
 # The apot command line of the interpreter running Snakemake: no reliance on PATH, also in
 # cluster jobs (which share this file system).
 APOT = f"{shlex.quote(sys.executable)} -m apot"
@@ -135,4 +137,4 @@ def study_json():
     left out (with the reason the report prints). Not where the data came from: that changes
     once a dataset is prepared (and would re-run the summary); the manifests record it."""
     return json.dumps({"config": result_config(config), "skipped": SKIPPED,
-                       "runs": sorted(RUNS)}, sort_keys=True)
+                       "runs": sorted(RUNS), "authors_bits": sorted(AUTHORS)}, sort_keys=True)

@@ -72,7 +72,8 @@ def test_quick_is_the_default_preset(workflow, shared_data):
                     APOT_DATA_MIRROR=str(shared_data)).stdout
     assert "results/quick/runs/cifar10/resnet56/multistep/apot-w2/seed0" in out
     assert job_counts(out) == {"prepare_data": 1, "train_fp32": 3, "train_quantized": 9,
-                               "run_cost": 9, "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
+                               "run_cost": 9, "cost_tables": 1, "eval_authors": 4,
+                               "summarize": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize("edit, key, words", [
@@ -129,7 +130,8 @@ def smoke_study(tmp_path_factory, shared_data):
 def test_smoke_preset_runs_end_to_end(smoke_study):
     folder, output = smoke_study
     assert job_counts(output) == {"prepare_data": 1, "train_fp32": 3, "train_quantized": 9,
-                                  "run_cost": 9, "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
+                                  "run_cost": 9, "cost_tables": 1, "eval_authors": 4,
+                                  "summarize": 1, "report": 1, "all": 1}
     runs = folder / "results/smoke/runs"
     metrics = sorted(runs.rglob("metrics.json"))
     assert len(metrics) == 12
@@ -160,6 +162,11 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
     assert not (runs / "cifar10/resnet20/multistep/fp32-w32/seed0/cost.json").exists()
     per_mac = run_cost["shifts"]["expected"] / run_cost["quantized_macs"]
     assert f"{per_mac:.3f} (2)" in html
+    # the authors' checkpoints from the mirror, evaluated on the smoke test split (100 images)
+    authors = json.loads((folder / "results/smoke/authors/resnet20-w3.json").read_text())
+    assert authors["n"] == 100 and authors["bits"] == 3
+    table = html.split("<h2>The authors' released checkpoints")[1].split("</table>")[0]
+    assert f"{authors['top1']:.2f}" in table.split("3-bit APoT")[1].split("</tr>")[0]
 
 
 def test_second_run_does_nothing(smoke_study, shared_data):

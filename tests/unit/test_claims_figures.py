@@ -104,9 +104,16 @@ def test_level_figure_draws_every_level_and_is_deterministic():
     assert set(re.findall(r"https?://[^\"\s]+", svg)) <= {"http://www.w3.org/2000/svg",
                                                         "http://www.w3.org/1999/xlink"}
     # one line collection per (bits, scheme), one segment per level
-    collections = [chunk.split("</g>", 1)[0] for chunk in svg.split('<g id="LineCollection')[1:]]
+    collections = [chunk.split("</g>", 1)[0]
+                   for chunk in re.split(r'<g id="[^"]*LineCollection', svg)[1:]]
     expected = [len(magnitude_levels(s, b)) for b in (3, 4) for s in ("uniform", "pot", "apot")]
     assert [chunk.count("<path") for chunk in collections] == expected
+
+
+def test_figure_ids_are_unique_across_figures():
+    ids = [re.findall(r'\bid="([^"]+)"', svg) for svg in (
+        level_sets_svg(), curves_svg("t", [("FP32", 32, [1.0, 2.0])]))]
+    assert ids[0] and ids[1] and not set(ids[0]) & set(ids[1])
 
 
 def test_curve_and_bits_figures_contain_their_labels():

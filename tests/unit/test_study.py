@@ -134,3 +134,18 @@ def test_a_prepared_dataset_needs_no_source(tmp_path, monkeypatch):
     (tmp_path / "cifar10").mkdir()
     (tmp_path / "cifar10" / "manifest.json").write_text("{}")
     assert data_sources(c, prepared=tmp_path)["cifar10"] == f"prepared: {tmp_path / 'cifar10'}"
+
+
+def test_authors_checkpoints_come_from_the_config_or_the_mirror(tmp_path, monkeypatch):
+    from apot.study import authors_checkpoints
+    monkeypatch.delenv("APOT_DATA_MIRROR", raising=False)
+    assert authors_checkpoints({"mirror": "", "authors_checkpoints": ""}) == {}
+    folder = tmp_path / "mirror" / "apot-authors-checkpoints"
+    folder.mkdir(parents=True)
+    for bits in (32, 4):
+        (folder / f"res20_{bits}bit.pth.tar").write_bytes(b"x")
+    found = authors_checkpoints({"mirror": str(tmp_path / "mirror"), "authors_checkpoints": ""})
+    assert found == {32: str(folder / "res20_32bit.pth.tar"), 4: str(folder / "res20_4bit.pth.tar")}
+    monkeypatch.setenv("APOT_DATA_MIRROR", str(tmp_path / "mirror"))
+    assert authors_checkpoints({"mirror": "", "authors_checkpoints": ""}) == found
+    assert authors_checkpoints({"mirror": "", "authors_checkpoints": str(tmp_path)}) == {}

@@ -281,3 +281,46 @@ def test_summary_csv_joins_accuracy_and_cost(study):
     assert float(rows[("apot", "4")]["fixops"]) == fixops[(4, "apot")]
     assert float(rows[("fp32", "32")]["fixops"]) == fixops[(32, "apot")]
     assert rows[("apot", "4")]["best_top1_mean"] == "79.5" and rows[("apot", "4")]["best_top1_n"] == "2"
+
+
+def test_scheme_ablation_table_when_it_ran_and_when_it_did_not(study, tmp_path):
+    spec, results = study
+    summarize(spec, results)
+    build_report(results / "summary.json", tmp_path / "plain")
+    assert "set <code>scheme_ablation: true</code>" in (tmp_path / "plain/report.html").read_text()
+    spec = {**spec, "config": {**spec["config"], "scheme_ablation": True}}
+    write_run(results, "cifar10/resnet20/multistep/pot-w4/seed0", 77.25, 0)
+    summarize(spec, results)
+    build_report(results / "summary.json", tmp_path / "ablation")
+    html = (tmp_path / "ablation/report.html").read_text()
+    table = html.split("<h2>Scheme ablation")[1].split("</table>")[0]
+    row = table.split("<td>4</td>")[1].split("</tr>")[0]
+    assert "79.50 ± 0.71 (n=2)" in row and "77.25 (n=1)" in row
+    assert "missing: the run has not completed" in row  # uniform 4-bit
+
+
+SHARED_DATA_README = ROOT.parent / "shared" / "data" / "README.md"
+
+
+def test_cited_authors_figures_are_those_of_the_data_readme():
+    text = SHARED_DATA_README.read_text()
+    for bits, published in load_cited()["authors_checkpoints"]["published"].items():
+        row = next(line for line in text.splitlines()
+                   if line.startswith(f"| `res20_{bits}bit.pth.tar`"))
+        assert f"| {published:.2f} " in row, row
+
+
+def test_report_shows_the_authors_checkpoints_and_which_were_not_evaluated(study, tmp_path):
+    spec, results = study
+    (results / "authors").mkdir()
+    (results / "authors" / "resnet20-w4.json").write_text(json.dumps({
+        "top1": 81.25, "top5": 99.0, "n": 100, "checkpoint": "x/res20_4bit.pth.tar",
+        "checkpoint_sha256": "cd" * 32, "split": "test"}))
+    summarize({**spec, "authors_bits": [4, 3]}, results)
+    build_report(results / "summary.json", tmp_path / "out")
+    html = (tmp_path / "out/report.html").read_text()
+    table = html.split("<h2>The authors' released checkpoints")[1].split("</table>")[0]
+    four = table.split("4-bit APoT")[1].split("</tr>")[0]
+    assert "92.45" in four and "81.25" in four and "cdcdcdcd" in four
+    assert "missing: the evaluation has not completed" in table.split("3-bit APoT")[1]
+    assert "not evaluated: checkpoint file not found" in table.split("FP32")[1]
