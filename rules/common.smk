@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 from apot.errors import UserError
 from apot.prepare import mirror_folder
+from apot.study import AUTHORS_BITS as AUTHORS_BITS_ALL
 from apot.study import (authors_checkpoints, check_config, check_data, data_sources, expand_runs,
                         result_config, run_path)
 
@@ -26,8 +27,21 @@ LOGS = f"logs/{PRESET}"
 BENCHMARKS = f"benchmarks/{PRESET}"
 DATASETS = sorted({run.dataset for run in RUNS.values()})
 QUANTIZED_RUNS = [path for path, run in RUNS.items() if run.scheme != "fp32"]
-# bits -> the authors' released CIFAR-10 ResNet-20 checkpoint, evaluated when CIFAR-10 runs
+# The authors' released CIFAR-10 ResNet-20 checkpoints, evaluated when CIFAR-10 runs: those
+# found now, and those already evaluated (whose result stands without the files, as a
+# prepared dataset stands without its archive). Where they were found is passed outside params
+# and inputs, like the data source: a moved or unset mirror must not re-run anything.
 AUTHORS = authors_checkpoints(config) if "cifar10" in DATASETS else {}
+AUTHORS_DIR = shlex.quote(os.path.dirname(next(iter(AUTHORS.values())))) if AUTHORS else "''"
+
+
+def authors_result(bits):
+    return f"{RESULTS}/authors/resnet20-w{bits}.json"
+
+
+AUTHORS_BITS = sorted(
+    {*AUTHORS, *(b for b in AUTHORS_BITS_ALL if os.path.isfile(authors_result(b)))}
+    if "cifar10" in DATASETS else (), reverse=True)
 # The apot command line of the interpreter running Snakemake: no reliance on PATH, also in
 # cluster jobs (which share this file system).
 APOT = f"{shlex.quote(sys.executable)} -m apot"
@@ -137,4 +151,4 @@ def study_json():
     left out (with the reason the report prints). Not where the data came from: that changes
     once a dataset is prepared (and would re-run the summary); the manifests record it."""
     return json.dumps({"config": result_config(config), "skipped": SKIPPED,
-                       "runs": sorted(RUNS), "authors_bits": sorted(AUTHORS)}, sort_keys=True)
+                       "runs": sorted(RUNS), "authors_bits": AUTHORS_BITS}, sort_keys=True)

@@ -8,7 +8,7 @@ rule summarize:
         data=[f"{data_dir(d)}/manifest.json" for d in DATASETS],
         cost=f"{RESULTS}/cost.json",
         run_costs=[run_cost(path) for path in QUANTIZED_RUNS],
-        authors=[f"{RESULTS}/authors/resnet20-w{bits}.json" for bits in AUTHORS],
+        authors=[authors_result(bits) for bits in AUTHORS_BITS],
     output:
         json=f"{RESULTS}/summary.json",
         csv=f"{RESULTS}/summary.csv",
