@@ -24,13 +24,13 @@ class Evidence:
     def __init__(self, summary: dict):
         self.groups = _groups(summary)
         self.lines: list[str] = []
-        self.missing: list[str] = []
+        self.missing: list[tuple[str, str]] = []  # (group, why it has no result)
 
     def _group(self, dataset, arch, schedule, scheme, bits) -> dict | None:
         group = self.groups.get((dataset, arch, schedule, scheme, bits))
         name = f"{dataset} {arch} {schedule} {scheme} {bits}-bit"
         if group is None or group["status"] != "done":
-            self.missing.append(f"{name}: {group['status'] if group else 'not in this preset'}")
+            self.missing.append((name, group["status"] if group else "not in this preset"))
             return None
         return group
 
@@ -55,7 +55,11 @@ class Evidence:
 
 def _accuracy_verdict(summary: dict, evidence: Evidence, holds: Callable[[], bool]) -> dict:
     if evidence.missing:
-        return {"verdict": NOT_TESTABLE, "why": "not run: " + "; ".join(evidence.missing)}
+        by_reason: dict[str, list[str]] = {}
+        for name, reason in evidence.missing:
+            by_reason.setdefault(reason, []).append(name)
+        return {"verdict": NOT_TESTABLE, "why": "not run: " + "; ".join(
+            f"{', '.join(names)} ({reason})" for reason, names in by_reason.items())}
     if not summary["full_scale"]:
         return {"verdict": NOT_TESTABLE,
                 "why": f"preset {summary['preset']} is reduced in scale; the claim is about "
