@@ -36,6 +36,8 @@ rule report:
         template="report/templates/report.html.j2",
         css="report/templates/report.css",
         cited="apot/cited.yaml",
+        # the code that renders it: a change to a rule, a figure or a table re-renders
+        code=["apot/report.py", "apot/claims.py", "apot/figures.py"],
     output:
         REPORT_FILES,
     log:
