@@ -48,6 +48,12 @@ def _base_bits(text: str) -> int:
     return value
 
 
+def _write_json(path: Path, result: dict) -> None:
+    """The JSON a command prints, also written to ``path`` (atomically: temporary + rename)."""
+    from .checkpoints import write_text_atomic
+    write_text_atomic(path, json.dumps(result, indent=1, sort_keys=True) + "\n")
+
+
 def cmd_levels(args: argparse.Namespace) -> dict | list:
     values = levels(args.scheme, args.bits, signed=args.signed, k=args.k)
     return [str(v) for v in values] if args.exact else [float(v) for v in values]
@@ -97,8 +103,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
               "data": str(args.data), "split": args.split, "device": str(device),
               "seconds": round(time.perf_counter() - start, 2)}
     if args.out is not None:
-        from .checkpoints import write_text_atomic
-        write_text_atomic(args.out, json.dumps(result, indent=1, sort_keys=True) + "\n")
+        _write_json(args.out, result)
     return result
 
 
@@ -150,13 +155,11 @@ def cmd_cost(args: argparse.Namespace) -> dict:
         cost["checkpoint_sha256"] = file_sha256(args.checkpoint)
     result = cost if args.layers else summary_row(cost)
     if args.out is not None:
-        from .checkpoints import write_text_atomic
-        write_text_atomic(args.out, json.dumps(result, indent=1, sort_keys=True) + "\n")
+        _write_json(args.out, result)
     return result
 
 
 def cmd_cost_tables(args: argparse.Namespace) -> dict:
-    from .checkpoints import write_text_atomic
     from .cost import cost_tables
     from .study import expand_runs, validate_config
     try:
@@ -166,7 +169,7 @@ def cmd_cost_tables(args: argparse.Namespace) -> dict:
     preset = config["presets"][config["preset"]]
     models = {(run.arch, run.bits) for run in expand_runs(config)}
     tables = cost_tables(sorted(models), preset["k"], preset["first_last"])
-    write_text_atomic(args.out, json.dumps(tables, indent=1, sort_keys=True) + "\n")
+    _write_json(args.out, tables)
     return {"out": str(args.out), "paper_rows": len(tables["paper"]),
             "study_rows": len(tables["study"])}
 

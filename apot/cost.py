@@ -35,7 +35,8 @@ from torch import nn
 
 from .models import ARCHS, build_model
 from .quant.convert import FLOAT_BITS
-from .quant.levels import level_codes
+from .quant.functional import normalize_weight
+from .quant.levels import term_distribution
 from .quant.modules import EightBitConv2d, EightBitLinear, QuantConv2d
 
 ACCOUNTING = __doc__.split("The accounting, stated once", 1)[1].split("\n", 1)[1].strip()
@@ -112,20 +113,6 @@ def count_layers(model: nn.Module, input_size: int) -> tuple[list[LayerCount], i
     return counts, other[0]
 
 
-def _term_distribution(scheme: str, magnitude_bits: int, k: int,
-                       usage: Sequence[float] | None) -> dict[int, float]:
-    """P(term count = t) of a magnitude code; every level equally likely if ``usage`` is None."""
-    codes = level_codes(scheme, magnitude_bits, k)
-    weights = [1.0] * len(codes) if usage is None else [float(u) for u in usage]
-    if len(weights) != len(codes) or min(weights) < 0 or sum(weights) <= 0:
-        raise ValueError(f"usage needs {len(codes)} non-negative counts with a positive sum")
-    total = sum(weights)
-    dist: dict[int, float] = {}
-    for weight, code in zip(weights, codes):
-        dist[code.terms] = dist.get(code.terms, 0.0) + weight / total
-    return dist
-
-
 def _mean(dist: Mapping[int, float], f=lambda t: t) -> float:
     return sum(p * f(t) for t, p in dist.items())
 
@@ -144,11 +131,11 @@ def mac_cost(scheme: str, weight_bits: int, act_bits: int, k: int = 2,
     this scheme), term means, and worst/expected shifts and adds (see module docstring).
     """
     w_scheme = weight_scheme(scheme, weight_bits)
-    w_dist = _term_distribution(w_scheme, weight_bits - 1, k, weight_usage)
+    w_dist = term_distribution(w_scheme, weight_bits - 1, k, weight_usage)
     # FixOPs compare level sets, not models: equal level use on both sides, always.
-    w_equal = _term_distribution(w_scheme, weight_bits - 1, k, None)
-    uniform_w = _term_distribution("uniform", weight_bits - 1, k, None)
-    a_dist = _term_distribution(scheme, act_bits, k, None)
+    w_equal = term_distribution(w_scheme, weight_bits - 1, k, None)
+    uniform_w = term_distribution("uniform", weight_bits - 1, k, None)
+    a_dist = term_distribution(scheme, act_bits, k, None)
     uniform_fixops = weight_bits * act_bits / FIXOP_BITS**2
     term_ratio = _mean(w_equal) / _mean(uniform_w)
     w_max, a_max = max(w_dist), max(a_dist)
@@ -179,7 +166,6 @@ def weight_usage(layer: QuantConv2d) -> list[int]:
     """How many of the layer's weights fall on each magnitude level (``level_codes`` order)."""
     quantizer = layer.weight_quantizer
     with torch.no_grad():
-        from .quant.functional import normalize_weight
         scaled = (normalize_weight(layer.weight) / quantizer.alpha).abs().clamp(max=1)
         index = quantizer.projector.table.index(scaled.float()).long().flatten()
     n_levels = len(quantizer.projector.table)
@@ -248,8 +234,8 @@ def multiply_table(k: int = 2, magnitude_bits: Sequence[int] = (2, 3, 4, 5, 6)) 
     equally likely for the expected counts. Adds = steps - 1."""
     rows = []
     for bits in magnitude_bits:
-        uniform = _term_distribution("uniform", bits, k, None)
-        apot = _term_distribution("apot", bits, k, None)
+        uniform = term_distribution("uniform", bits, k, None)
+        apot = term_distribution("apot", bits, k, None)
         rows.append({"bits": bits, "k": k,
                      "uniform_worst": max(uniform), "apot_worst": max(apot),
                      "worst_ratio": max(uniform) / max(apot),

@@ -178,15 +178,25 @@ def level_codes(scheme: str, magnitude_bits: int, k: int = 2) -> tuple[LevelCode
                  for level in levels_)
 
 
-def mean_terms(scheme: str, magnitude_bits: int, k: int = 2,
-               usage: Sequence[float] | None = None) -> float:
-    """Expected number of power-of-two terms of a magnitude code.
+def term_distribution(scheme: str, magnitude_bits: int, k: int = 2,
+                      usage: Sequence[float] | None = None) -> dict[int, float]:
+    """P(a magnitude code has t power-of-two terms), for each t.
 
     ``usage``: how often each level (in set order) is used; every level equally often if
     None. Zero has no terms.
     """
     codes = level_codes(scheme, magnitude_bits, k)
     weights = [1.0] * len(codes) if usage is None else [float(u) for u in usage]
-    if len(weights) != len(codes) or sum(weights) <= 0:
+    if len(weights) != len(codes) or min(weights) < 0 or sum(weights) <= 0:
         raise ValueError(f"usage needs {len(codes)} non-negative counts with a positive sum")
-    return sum(w * c.terms for w, c in zip(weights, codes)) / sum(weights)
+    total = sum(weights)
+    dist: dict[int, float] = {}
+    for weight, code in zip(weights, codes):
+        dist[code.terms] = dist.get(code.terms, 0.0) + weight / total
+    return dist
+
+
+def mean_terms(scheme: str, magnitude_bits: int, k: int = 2,
+               usage: Sequence[float] | None = None) -> float:
+    """Expected number of power-of-two terms of a magnitude code (see term_distribution)."""
+    return sum(p * t for t, p in term_distribution(scheme, magnitude_bits, k, usage).items())
