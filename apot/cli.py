@@ -15,6 +15,7 @@ from .errors import UserError
 from .models import ARCHS, build_model
 from .quant.convert import FIRST_LAST_POLICIES, FLOAT_BITS
 from .quant.levels import MAX_BITS, MIN_BITS, SCHEMES, check_k, levels
+from .stopping import Stopped
 
 
 def _bits(text: str, allow_float: bool) -> int:
@@ -322,5 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"apot {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Stopped as exc:
+        print(f"apot {args.command}: {exc}; the run's files hold its last completed epoch: "
+              f"the same command resumes from there", file=sys.stderr)
+        return 128 + exc.signum
     print(json.dumps(result))
     return 0

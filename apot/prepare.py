@@ -30,22 +30,9 @@ from . import __version__
 from .checkpoints import file_sha256, save_atomic, write_text_atomic
 from .data import IMAGE_SUFFIXES, read_splits
 from .errors import UserError
+from .sources import DATASETS, MANIFEST, MIRROR_ENV, SMALL_DATASETS, mirror_folder  # noqa: F401
 
-MIRROR_ENV = "APOT_DATA_MIRROR"
-MANIFEST = "manifest.json"
 SPLITS = ("train", "test")
-# dataset -> (number of classes, mirror archive name, torchvision class name)
-SMALL_DATASETS = {
-    "cifar10": (10, "cifar-10-images.tar.gz", "CIFAR10"),
-    "cifar100": (100, "cifar-100-images.tar.gz", "CIFAR100"),
-}
-DATASETS = (*SMALL_DATASETS, "imagenet", "synthetic")
-
-
-def mirror_folder(mirror: str | os.PathLike | None) -> Path | None:
-    """The mirror folder from the argument, else from APOT_DATA_MIRROR, else None."""
-    value = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
-    return Path(value) if value else None
 
 
 def balanced_subset(labels: torch.Tensor, per_class: int | None, seed: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .prepare import MANIFEST, SMALL_DATASETS, mirror_folder
+from .sources import MANIFEST, SMALL_DATASETS, mirror_folder
 
 FLOAT_BITS = 32
 FLOAT_SCHEME = "fp32"

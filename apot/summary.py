@@ -58,6 +58,8 @@ def run_records(study: dict, results: Path, benchmarks: Path | None) -> list[dic
             for key in ("best_top1", "best_epoch", "final_top1", "final_top5", "epochs",
                         "wall_seconds", "device", "init"):
                 record[key] = metrics.get(key)
+            # which processes (host, SLURM job) trained which epochs; absent before 0.1
+            record["executions"] = metrics.get("executions", [])
             bench = benchmarks / "runs" / f"{run.path}.tsv" if benchmarks else None
             record["job_seconds"] = _benchmark_seconds(bench) if bench else None
             cost_path = metrics_path.with_name("cost.json")
@@ -238,4 +240,15 @@ def provenance(records: list[dict]) -> dict:
             "training_devices": sorted({r["device"] for r in done if r.get("device")}),
             "runs_done": len(done),
             "train_seconds": round(sum(r.get("wall_seconds") or 0 for r in done), 1),
-            "job_seconds": round(sum(r.get("job_seconds") or 0 for r in done), 1)}
+            "job_seconds": round(sum(r.get("job_seconds") or 0 for r in done), 1),
+            **where_trained(done)}
+
+
+def where_trained(done: list[dict]) -> dict:
+    """Hosts and SLURM jobs that trained the completed runs, from their recorded executions."""
+    executions = [e for r in done for e in r.get("executions", [])]
+    return {"training_hosts": sorted({e["host"] for e in executions}),
+            "slurm_jobs": len({e["slurm_job_id"] for e in executions if e["slurm_job_id"]}),
+            "slurm_runs": sum(any(e["slurm_job_id"] for e in r.get("executions", []))
+                              for r in done),
+            "resumed_runs": sum(len(r.get("executions", [])) > 1 for r in done)}

@@ -9,12 +9,18 @@ A run lives in its own folder:
 Running the same command again resumes after the last completed epoch; on the CPU the result is
 identical to an uninterrupted run (each epoch's data order and augmentation come from a
 generator seeded by (seed, epoch), and the rest of the state is in the checkpoint).
+SIGTERM (a scheduler's stop) or SIGINT ends a run between two saves (apot.stopping). Each
+process that trained a run is recorded with its host and SLURM job id ("executions"), so a run
+resumed on a cluster shows which job trained which epochs. Progress goes to stderr: one line
+when the run starts and one per epoch.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,6 +41,7 @@ from .models import ARCHS, build_model
 from .quant.convert import FIRST_LAST_POLICIES
 from .quant.levels import MAX_BITS, SCHEMES
 from .prepare import load_manifest, load_prepared
+from .stopping import StopOnSignals
 
 SCHEDULES = ("multistep", "cosine")
 CHECKPOINT, BEST, HISTORY, METRICS = "checkpoint.pt", "best.pt", "history.csv", "metrics.json"
@@ -179,6 +186,8 @@ class Run:
         self.history: list[dict] = []
         self.best = {"top1": -1.0, "epoch": None}
         self.wall_seconds = 0.0
+        self.executions: list[dict] = []  # one per process that completed an epoch of this run
+        self.stop = StopOnSignals()
 
     # ---------------------------------------------------------------- state
     def initialize_from(self, path: str) -> None:
@@ -194,7 +203,7 @@ class Run:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
                 "history": self.history, "best": self.best, "wall_seconds": self.wall_seconds,
-                "config": self.cfg.result_fields(), "apot_version": __version__,
+                "executions": self.executions, "config": self.cfg.result_fields(), "apot_version": __version__,
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
 
@@ -217,6 +226,7 @@ class Run:
         self.scheduler.load_state_dict(stored["scheduler"])
         self.epoch, self.history = stored["epoch"], stored["history"]
         self.best, self.wall_seconds = stored["best"], stored["wall_seconds"]
+        self.executions = stored.get("executions", [])  # absent in checkpoints before 0.1
         torch.set_rng_state(stored["rng"]["torch"])
         if stored["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(stored["rng"]["cuda"])
@@ -268,12 +278,20 @@ class Run:
                 "test_top5": result["top5"]}
 
     def run(self) -> dict:
+        with self.stop.active():
+            return self._run()
+
+    def _run(self) -> dict:
         self.out.mkdir(parents=True, exist_ok=True)
         resumed = self.resume()
         if not resumed and self.cfg.init:
             self.initialize_from(self.cfg.init)
-        if resumed:
-            print(f"resuming {self.out} after epoch {self.epoch - 1}", file=sys.stderr)
+        execution = {**execution_context(), "first_epoch": self.epoch, "epochs": 0}
+        print(f"apot train: {self.out} on {describe(execution)}, device {self.device}, "
+              + (f"resuming after epoch {self.epoch}" if resumed else "from epoch 1")
+              + f" of {self.cfg.epochs}"
+              + (f", initialized from {self.cfg.init}" if self.cfg.init and not resumed else ""),
+              file=sys.stderr, flush=True)
         while self.epoch < self.cfg.epochs:
             lr = self.optimizer.param_groups[0]["lr"]
             started = time.perf_counter()
@@ -285,7 +303,12 @@ class Run:
                 self.best = {"top1": row["test_top1"], "epoch": self.epoch}
             self.scheduler.step()
             self.epoch += 1
-            self.save(improved)
+            if execution["epochs"] == 0:
+                self.executions.append(execution)
+            execution["epochs"] += 1
+            with self.stop.atomic():  # a stop lands before or after, never inside
+                self.save(improved)
+                print(epoch_line(row, self.cfg.epochs), file=sys.stderr, flush=True)
         metrics = self.metrics()
         write_text_atomic(self.out / METRICS, json.dumps(metrics, indent=2) + "\n")
         return metrics
@@ -299,9 +322,26 @@ class Run:
                 "seed": self.cfg.seed, "dataset": self.manifest.get("dataset"),
                 "data_source": self.manifest.get("source", {}).get("kind"),
                 **model_description(self.cfg), "init": self.cfg.init,
-                "schedule": self.cfg.schedule,
+                "schedule": self.cfg.schedule, "executions": self.executions,
                 "note": ("best_top1: best test top-1 over epochs (the authors' reporting, which "
                          "selects on the test set); final_top1: the last epoch's test top-1")}
+
+
+def execution_context() -> dict:
+    """Where this process runs: host name, and the SLURM job id when it is a SLURM job."""
+    return {"host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+
+
+def describe(execution: dict) -> str:
+    job = execution.get("slurm_job_id")
+    return execution["host"] + (f" (SLURM job {job})" if job else "")
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """One line per completed epoch, for logs that are read while a job runs."""
+    return (f"epoch {row['epoch'] + 1}/{epochs}: lr {row['lr']:.4g}, train loss "
+            f"{row['train_loss']:.4f}, train top-1 {row['train_top1']:.2f}, test top-1 "
+            f"{row['test_top1']:.2f}, {row['epoch_seconds']:.1f} s training")
 
 
 def progress_bar(total: int, desc: str, enabled: bool):

@@ -8,7 +8,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from apot.errors import UserError
-from apot.prepare import mirror_folder
+from apot.sources import mirror_folder
 from apot.study import AUTHORS_BITS as AUTHORS_BITS_ALL
 from apot.study import (authors_checkpoints, check_config, check_data, data_sources, expand_runs,
                         result_config, run_path)

@@ -11,9 +11,8 @@ import time
 
 import pytest
 
-from workflow import BIN, copy_workflow, env, job_counts, job_inputs, nothing_to_do, snakemake
-
-SMOKE = ["--cores", "2", "--config", "preset=smoke", "on_missing_data=skip"]
+from workflow import (BIN, SMOKE, copy_workflow, env, job_counts, job_inputs, nothing_to_do,
+                      snakemake)
 
 
 @pytest.fixture
@@ -116,15 +115,6 @@ def test_dataset_without_source_stops_the_run_unless_skipped(workflow, tmp_path)
                     APOT_DATA_MIRROR=str(empty)).stdout
     # nothing can run but the summary and the report, which say why
     assert job_counts(out) == {"cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
-
-
-@pytest.fixture(scope="module")
-def smoke_study(tmp_path_factory, shared_data):
-    """The acceptance command, run once: APOT_DATA_MIRROR=../shared/data snakemake --cores 2
-    --config preset=smoke on_missing_data=skip."""
-    folder = copy_workflow(tmp_path_factory.mktemp("smoke") / "study")
-    done = snakemake(folder, *SMOKE, APOT_DATA_MIRROR=str(shared_data))
-    return folder, done.stdout + done.stderr
 
 
 def test_smoke_preset_runs_end_to_end(smoke_study):

@@ -17,6 +17,8 @@ BIN = Path(sys.executable).parent
 # What the workflow needs from the checkout (the apot package itself is installed).
 WORKFLOW_FILES = ("apot", "Snakefile", "rules", "schemas", "config.yaml", "profiles", "report/templates",
                   "dvc.yaml", ".dvc/config", ".dvc/.gitignore", ".gitignore", ".dvcignore")
+# The acceptance command's arguments: snakemake --cores 2 --config preset=smoke on_missing_data=skip
+SMOKE = ["--cores", "2", "--config", "preset=smoke", "on_missing_data=skip"]
 
 
 def copy_workflow(dest: Path) -> Path:

@@ -149,3 +149,13 @@ def test_authors_checkpoints_come_from_the_config_or_the_mirror(tmp_path, monkey
     monkeypatch.setenv("APOT_DATA_MIRROR", str(tmp_path / "mirror"))
     assert authors_checkpoints({"mirror": "", "authors_checkpoints": ""}) == found
     assert authors_checkpoints({"mirror": "", "authors_checkpoints": str(tmp_path)}) == {}
+
+
+def test_the_workflow_parses_without_importing_torch():
+    """Snakemake imports apot.study on every parse, and on a cluster every job parses the
+    workflow again: torch would add seconds to each."""
+    import subprocess
+    import sys
+    code = "import sys, apot.study, apot.sources; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

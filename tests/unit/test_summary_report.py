@@ -324,3 +324,23 @@ def test_report_shows_the_authors_checkpoints_and_which_were_not_evaluated(study
     assert "92.45" in four and "81.25" in four and "cdcdcdcd" in four
     assert "missing: the evaluation has not completed" in table.split("3-bit APoT")[1]
     assert "not evaluated: checkpoint file not found" in table.split("FP32")[1]
+
+
+def test_provenance_says_where_runs_were_trained(study, tmp_path):
+    spec, results = study
+    runs = sorted((results / "runs").rglob("metrics.json"))
+    jobs = {0: [("node1", "7")], 1: [("node1", "8"), ("node2", "9")]}  # run 1 resumed in job 9
+    for i, path in enumerate(runs):
+        metrics = json.loads(path.read_text())
+        metrics["executions"] = [{"host": host, "slurm_job_id": job, "first_epoch": 0,
+                                  "epochs": 1} for host, job in jobs.get(i, [("laptop", None)])]
+        path.write_text(json.dumps(metrics))
+    summarize(spec, results)
+    provenance = json.loads((results / "summary.json").read_text())["provenance"]
+    assert provenance["training_hosts"] == ["laptop", "node1", "node2"]
+    assert (provenance["slurm_jobs"], provenance["slurm_runs"], provenance["resumed_runs"]
+            ) == (3, 2, 1)
+    build_report(results / "summary.json", tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert (f"trained on laptop, node1, node2; 2 of {len(runs)} runs as SLURM jobs (3 jobs); "
+            "1 run resumed from a checkpoint by a later process") in html

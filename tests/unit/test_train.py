@@ -72,33 +72,48 @@ def test_second_call_finds_the_run_complete(data, tmp_path):
     assert os.stat(tmp_path / "run" / CHECKPOINT).st_mtime_ns == stamp
 
 
-def test_sigkill_mid_epoch_then_rerun_equals_uninterrupted(data, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_stopped_mid_epoch_then_rerun_equals_uninterrupted(data, tmp_path, stop):
+    """SIGKILL (a crash) and SIGTERM (a scheduler's stop) in epoch 1; the rerun, as another
+    SLURM job, resumes after epoch 0 and ends where an uninterrupted run ends."""
     args = ["train", "--arch", "resnet20", "--data", str(data), "--epochs", "3",
             "--batch-size", "16", "--lr", "0.05", "--milestones", "2", "--device", "cpu",
             "--threads", "1", "--no-progress"]
     command = [sys.executable, "-m", "apot", *args]
+    job = {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
     subprocess.run(command + ["--out", str(tmp_path / "whole")], check=True,
-                   capture_output=True)
+                   capture_output=True, env=job)
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(command + ["--out", str(killed)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, text=True, env={**job, "SLURM_JOB_ID": "101"})
     deadline = time.monotonic() + 120
     while not (killed / CHECKPOINT).exists():  # epoch 0 done: now inside epoch 1
         assert proc.poll() is None and time.monotonic() < deadline, "run ended too early"
         time.sleep(0.02)
     time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert load_file(killed / CHECKPOINT)["epoch"] == 1, "kill did not land in epoch 1"
+    os.kill(proc.pid, stop)
+    err = proc.communicate()[1]
+    assert load_file(killed / CHECKPOINT)["epoch"] == 1, "the stop did not land in epoch 1"
     assert not (killed / METRICS).exists()
-    subprocess.run(command + ["--out", str(killed)], check=True, capture_output=True)
+    assert "(SLURM job 101)" in err and "epoch 1/3:" in err and "epoch 2/3:" not in err
+    if stop == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert "apot train: stopped by SIGTERM; the run's files hold its last completed" in err
+    assert not list(killed.glob(".*.tmp"))
+    done = subprocess.run(command + ["--out", str(killed)], check=True, capture_output=True,
+                          text=True, env={**job, "SLURM_JOB_ID": "102"})
+    assert "(SLURM job 102), device cpu, resuming after epoch 1 of 3" in done.stderr
 
     assert results(killed) == results(tmp_path / "whole")
     whole = json.loads((tmp_path / "whole" / METRICS).read_text())
     resumed = json.loads((killed / METRICS).read_text())
     for key in ("best_top1", "best_epoch", "final_top1", "final_top5", "final_test_loss"):
         assert resumed[key] == whole[key], key
+    # which job trained which epochs
+    assert [(e["slurm_job_id"], e["first_epoch"], e["epochs"]) for e in resumed["executions"]
+            ] == [("101", 0, 1), ("102", 1, 2)]
+    assert [(e["slurm_job_id"], e["epochs"]) for e in whole["executions"]] == [(None, 3)]
     a = load_file(killed / CHECKPOINT)["state_dict"]
     b = load_file(tmp_path / "whole" / CHECKPOINT)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -215,6 +230,22 @@ def test_progress_bar_reports_on_stderr(data, tmp_path, capsys):
     train(config(data, tmp_path / "run", epochs=1, progress=True))
     err = capsys.readouterr().err
     assert "epoch 0" in err and "img_s=" in err
+
+
+def test_a_line_at_the_start_and_one_per_epoch_without_a_progress_bar(data, tmp_path, capsys,
+                                                                      monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    metrics = train(config(data, tmp_path / "run"))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"apot train: {tmp_path / 'run'} on ")
+    assert lines[0].endswith("device cpu, from epoch 1 of 2") and "SLURM" not in lines[0]
+    rows = list(csv.DictReader(open(tmp_path / "run" / HISTORY)))
+    assert lines[1:] == [
+        f"epoch {i + 1}/2: lr {float(r['lr']):.4g}, train loss {float(r['train_loss']):.4f}, "
+        f"train top-1 {float(r['train_top1']):.2f}, test top-1 {float(r['test_top1']):.2f}, "
+        f"{float(r['epoch_seconds']):.1f} s training" for i, r in enumerate(rows)]
+    assert metrics["executions"] == [{"host": metrics["executions"][0]["host"],
+                                      "slurm_job_id": None, "first_epoch": 0, "epochs": 2}]
 
 
 def test_a_100_class_dataset_gets_a_100_way_head(tmp_path):
