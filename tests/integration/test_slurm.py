@@ -37,12 +37,14 @@ def cluster():
 
 def cluster_workflow(folder, cluster: LocalSlurm):
     """A copy of the workflow whose SLURM profile names this cluster's partition, with one CPU
-    per training job (the test node has as few as 2): the settings a user edits once."""
+    per job (the test node has as few as 2): the settings a user edits once."""
     folder = copy_workflow(folder)
     path = folder / "profiles/slurm/config.yaml"
     profile = yaml.safe_load(path.read_text())
     profile["default-resources"]["slurm_partition"] = PARTITION
-    for rule in TRAIN_RULES:
+    assert set(profile["set-resources"]) == set(profile["set-threads"]) == {*TRAIN_RULES,
+                                                                            "eval_authors"}
+    for rule in profile["set-resources"]:
         profile["set-resources"][rule]["cpus_per_task"] = 1
         profile["set-threads"][rule] = 1
     path.write_text(yaml.safe_dump(profile, sort_keys=False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -50,6 +51,13 @@ def test_paper_preset_dry_run_lists_exactly_the_study(workflow, fake_mirror):
     assert ("--init results/paper/runs/cifar10/resnet56/multistep/apot-w4/seed0/best.pt"
             in out)
     assert "--epochs 300" in out and "--milestones 150 225" in out
+    # What a cluster needs of every job: its files under the workflow folder (the shared file
+    # system), and no DVC inside (DVC runs Snakemake, never the other way round).
+    written = [path for line in out.splitlines()
+               if line.strip().split(": ", 1)[0] in ("output", "log", "benchmark")
+               for path in line.strip().split(": ", 1)[1].split(", ")]
+    assert len(written) > 100 and not [p for p in written if p.startswith("/") or ".." in p]
+    assert not re.search(r"(^|[\s;&|(])dvc\s", out, re.M)
 
 
 def test_paper_preset_without_imagenet_and_with_scheme_ablation(workflow, fake_mirror):
