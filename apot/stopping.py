@@ -10,6 +10,7 @@ always describe the same epoch.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -33,8 +34,14 @@ class StopOnSignals:
         self._pending: int | None = None
         self._atomic = False
         self._previous: dict[int, object] = {}
+        self._owner = os.getpid()
 
     def _handle(self, signum: int, frame) -> None:
+        if os.getpid() != self._owner:
+            # a forked data-loading worker: end the usual way; the training process stops
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if self._atomic:
             self._pending = signum
             return
@@ -42,6 +49,7 @@ class StopOnSignals:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[StopOnSignals]:
+        self._owner = os.getpid()
         if threading.current_thread() is not threading.main_thread():
             yield self
             return

@@ -203,7 +203,8 @@ class Run:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
                 "history": self.history, "best": self.best, "wall_seconds": self.wall_seconds,
-                "executions": self.executions, "config": self.cfg.result_fields(), "apot_version": __version__,
+                "executions": self.executions, "config": self.cfg.result_fields(),
+                "apot_version": __version__,
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
 

@@ -34,13 +34,16 @@ def missing_commands() -> list[str]:
 
 
 def install() -> str | None:
-    """Install slurm-wlm and munge with apt if they are missing; None when they are there,
-    else why they cannot be (the reason the test skips with)."""
+    """Install slurm-wlm and munge with apt if they are missing; None when the cluster can be
+    started here, else why not (the reason the test skips with)."""
+    if os.geteuid() != 0:
+        return ("the SLURM test needs root: it installs slurm-wlm and munge, runs the daemons "
+                "as root and writes /etc/slurm/slurm.conf")
     if not missing_commands():
         return None
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return (f"SLURM is not installed ({', '.join(missing_commands())} missing) and cannot "
-                f"be installed here (needs root and apt-get): apt-get install slurm-wlm munge")
+    if shutil.which("apt-get") is None:
+        return (f"SLURM is not installed ({', '.join(missing_commands())} missing) and there is "
+                f"no apt-get to install slurm-wlm and munge with")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     command = ["apt-get", "install", "-y", "-qq", "slurm-wlm", "munge"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
@@ -93,8 +96,8 @@ class LocalSlurm:
             # no cgroups and no systemd in a container: plain process tracking
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "MpiDefault=none",
             # no accounting (no slurmdbd, no sacct): the profile's status command is squeue
-            "AccountingStorageType=accounting_storage/none", "JobAcctGatherType=jobacct_gather/none",
-            "JobCompType=jobcomp/none",
+            "AccountingStorageType=accounting_storage/none",
+            "JobAcctGatherType=jobacct_gather/none", "JobCompType=jobcomp/none",
             # finished jobs stay listed by squeue for an hour, long enough for status queries
             "MinJobAge=3600",
             "KillWait=10", "ReturnToService=2",

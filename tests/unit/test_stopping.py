@@ -36,3 +36,18 @@ def test_handlers_are_restored_and_a_quiet_save_raises_nothing():
         with stop.atomic():
             pass
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_forked_child_ends_the_usual_way():
+    """Data-loading workers are forked inside a run: they must not raise Stopped themselves."""
+    stop = StopOnSignals()
+    with stop.active():
+        pid = os.fork()
+        if pid == 0:  # the child: the inherited handler must end it with the signal
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                os._exit(0)  # not reached
+            except BaseException:
+                os._exit(3)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
