@@ -23,7 +23,7 @@ ON_SLURM = ["--profile", "profiles/slurm", "--seconds-between-status-checks", "2
 SMOKE_CPU = ["--config", "preset=smoke", "device=cpu", "on_missing_data=skip"]
 TRAIN_RULES = ("train_fp32", "train_quantized")
 RUN = "runs/cifar10/resnet20/multistep/fp32-w32/seed0"
-EPOCHS = 20  # of the run that is cancelled: about half a second each
+EPOCHS = 24  # of the run that is cancelled twice: about half a second each
 
 
 @pytest.fixture(scope="module")
@@ -105,57 +105,90 @@ def test_smoke_preset_on_slurm_matches_a_local_run(cluster, tmp_path, shared_dat
     assert (folder / "report/build/report.pdf").read_bytes().startswith(b"%PDF")
 
 
+def read(path) -> str:
+    """A log that Snakemake may be replacing (it removes a job's log before each attempt)."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def epochs_done(history) -> int:
+    return max(len(read(history).splitlines()) - 1, 0)
+
+
+def wait_for(condition, what: str, process: subprocess.Popen, output, timeout: float = 600):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the workflow ended before {what}:\n" + read(output)[-5000:]
+        assert time.monotonic() < deadline, f"no {what} in {timeout} s"
+        time.sleep(0.2)
+
+
 def test_scancel_then_rerun_resumes_from_the_last_checkpoint(cluster, tmp_path, shared_data):
     """One longer training run with the default device (auto), so that its job asks for a GPU
-    as on a GPU cluster; the job is cancelled after a few epochs. Snakemake reports the failure;
-    running the workflow again resumes the run after its last completed epoch, in a new SLURM
-    job, and finishes it."""
+    as on a GPU cluster. Its job is cancelled after a few epochs: the profile's one retry
+    resubmits it and the new job resumes the run. That job is cancelled too: Snakemake reports
+    the failure, and running the workflow again resumes the run once more and finishes it."""
     folder = cluster_workflow(tmp_path / "study", cluster)
     config = yaml.safe_load((folder / "config.yaml").read_text())
     config["presets"]["smoke"]["studies"]["cifar10"]["epochs"] = EPOCHS
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert yaml.safe_load((folder / "profiles/slurm/config.yaml").read_text())["retries"] == 1
     target = f"results/smoke/{RUN}/metrics.json"
-    # --retries 0: the profile's one automatic retry would resume the run by itself; here the
-    # user runs the workflow again
-    command = [str(BIN / "snakemake"), target, *ON_SLURM, "--retries", "0",
-               "--config", "preset=smoke", "on_missing_data=skip"]
+    command = [str(BIN / "snakemake"), target, *ON_SLURM, "--config", "preset=smoke",
+               "on_missing_data=skip"]
     workflow_env = env(APOT_DATA_MIRROR=str(shared_data))
-    first = subprocess.Popen(command, cwd=folder, env=workflow_env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
     log = folder / f"logs/smoke/{RUN}.log"
     history = folder / f"results/smoke/{RUN}/history.csv"
-    deadline = time.monotonic() + 600
-    while not (history.is_file() and len(history.read_text().splitlines()) > 3):
-        assert first.poll() is None, first.stdout.read()[-5000:]
-        assert time.monotonic() < deadline, "the run did not complete 3 epochs in time"
-        time.sleep(0.2)
-    [job] = slurm_job_ids(log.read_text())
-    assert cluster.job_gpus(job) == 1  # the profile's gpu resource, as sbatch --gpus=1
-    subprocess.run(["scancel", job], check=True, timeout=30)
-    output = first.communicate(timeout=300)[0]
-    assert first.returncode != 0 and f"SLURM-job '{job}' failed" in output, output[-5000:]
-    assert cluster.job_states()[job] == "CANCELLED"
-    stopped = log.read_text()
+    output = tmp_path / "first.out"
+    with open(output, "w") as sink:
+        first = subprocess.Popen(command, cwd=folder, env=workflow_env, stdout=sink,
+                                 stderr=subprocess.STDOUT)
+    try:
+        # attempt 1: cancelled after 3 epochs
+        wait_for(lambda: epochs_done(history) >= 3, "3 epochs", first, output)
+        [job1] = slurm_job_ids(read(log))
+        assert cluster.job_gpus(job1) == 1  # the profile's gpu resource, as sbatch --gpus=1
+        subprocess.run(["scancel", job1], check=True, timeout=30)
+        # attempt 2, the profile's retry: a new job resumes the run; cancelled 3 epochs later
+        wait_for(lambda: re.search(r"\(SLURM job (?!%s\))\d+\).*resuming after epoch" % job1,
+                                   read(log)), "resumed second attempt", first, output)
+        text = read(log)
+        [job2] = slurm_job_ids(text)
+        after1 = int(re.search(r"resuming after epoch (\d+) of", text).group(1))
+        assert 3 <= after1 < EPOCHS - 6
+        wait_for(lambda: epochs_done(history) >= after1 + 3, "3 more epochs", first, output)
+        subprocess.run(["scancel", job2], check=True, timeout=30)
+        first.wait(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    out = read(output)
+    assert first.returncode != 0 and f"SLURM-job '{job2}' failed" in out, out[-5000:]
+    assert f"SLURM-job '{job1}' failed" in out
+    states = cluster.job_states()
+    assert states[job1] == states[job2] == "CANCELLED"
+    stopped = read(log)
     assert "apot train: stopped by SIGTERM" in stopped, stopped
-    completed = len(re.findall(rf"^epoch \d+/{EPOCHS}:", stopped, re.M))
-    assert 3 <= completed < EPOCHS
-    assert not (folder / target).exists()
+    after2 = after1 + len(re.findall(rf"^epoch \d+/{EPOCHS}:", stopped, re.M))
+    assert after2 < EPOCHS and not (folder / target).exists()
 
+    # the user runs the workflow again
     done = subprocess.run(command, cwd=folder, env=workflow_env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    # Snakemake starts a job's log afresh: it now tells the second job's story
-    text = log.read_text()
-    [second] = slurm_job_ids(text)
-    assert second != job and cluster.job_states()[second] == "COMPLETED"
-    assert cluster.job_gpus(second) == 1
+    text = read(log)  # Snakemake started the job's log afresh: the third job's story
+    [job3] = slurm_job_ids(text)
+    assert job3 not in (job1, job2) and cluster.job_states()[job3] == "COMPLETED"
+    assert cluster.job_gpus(job3) == 1
     # no CUDA behind the stand-in GPU: --device auto trains on the CPU
-    assert f"(SLURM job {second}), device cpu, resuming after epoch {completed} of {EPOCHS}" in text
+    assert f"(SLURM job {job3}), device cpu, resuming after epoch {after2} of {EPOCHS}" in text
     resumed = [int(n) for n in re.findall(rf"^epoch (\d+)/{EPOCHS}:", text, re.M)]
-    assert resumed == list(range(completed + 1, EPOCHS + 1))
-    # the run's own record: epochs 1..completed in the cancelled job, the rest in the second
+    assert resumed == list(range(after2 + 1, EPOCHS + 1))
+    # the run's own record: which job trained which epochs, none twice
     metrics = json.loads((folder / target).read_text())
     assert [(e["slurm_job_id"], e["first_epoch"], e["epochs"]) for e in metrics["executions"]] \
-        == [(job, 0, completed), (second, completed, EPOCHS - completed)]
+        == [(job1, 0, after1), (job2, after1, after2 - after1), (job3, after2, EPOCHS - after2)]
     assert [int(row.split(",")[0]) for row in history.read_text().splitlines()[1:]] == list(
         range(EPOCHS))
