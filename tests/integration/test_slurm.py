@@ -1,6 +1,8 @@
 """The study on a real SLURM cluster through profiles/slurm and Snakemake's SLURM executor
 plugin: a single-node cluster started on this machine (tests/integration/slurm.py), the smoke
-preset run on it (CPU only), and a training job cancelled with scancel, then resumed."""
+preset run on it (CPU only) and compared with a local run, and a training job that asks for
+the node's (stand-in) GPU cancelled with scancel: resumed by the profile's retry, then, after a
+second cancel, by running the workflow again."""
 from __future__ import annotations
 
 import json
@@ -16,8 +18,8 @@ from workflow import BIN, copy_workflow, env, job_counts, snakemake
 
 pytestmark = pytest.mark.slurm
 
-# The study on the cluster: the SLURM profile, CPU jobs, and status checks every 2 s instead
-# of the profile's polite cluster defaults (the smoke jobs take seconds each).
+# The SLURM profile, with job states checked from 1 s after submission and every 2 s instead of
+# the plugin's cluster defaults (40 s, 10 s): the smoke jobs take seconds each.
 ON_SLURM = ["--profile", "profiles/slurm", "--seconds-between-status-checks", "2",
             "--slurm-init-seconds-before-status-checks", "1"]
 SMOKE_CPU = ["--config", "preset=smoke", "device=cpu", "on_missing_data=skip"]
