@@ -13,7 +13,8 @@ from typing import Callable
 SUPPORTED, NOT_SUPPORTED, NOT_TESTABLE = "supported", "not supported", "not testable"
 
 
-def _groups(summary: dict) -> dict[tuple, dict]:
+def group_index(summary: dict) -> dict[tuple, dict]:
+    """The summary's seed groups by (dataset, arch, schedule, scheme, bits)."""
     return {(g["dataset"], g["arch"], g["schedule"], g["scheme"], g["bits"]): g
             for g in summary["groups"]}
 
@@ -22,7 +23,7 @@ class Evidence:
     """Collects the measured values a rule needs, and which of them are missing."""
 
     def __init__(self, summary: dict):
-        self.groups = _groups(summary)
+        self.groups = group_index(summary)
         self.lines: list[str] = []
         self.missing: list[tuple[str, str]] = []  # (group, why it has no result)
 

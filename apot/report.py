@@ -13,10 +13,11 @@ from pathlib import Path
 import yaml
 
 from .checkpoints import write_text_atomic
-from .claims import evaluate_claims
+from .claims import evaluate_claims, group_index
 from .errors import UserError
 from .quant.levels import apot_terms
 from .study import FLOAT_BITS, FLOAT_SCHEME
+from .summary import group_fixops
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "report" / "templates"
 CITED = Path(__file__).with_name("cited.yaml")
@@ -33,8 +34,7 @@ def _drop(base: float | None, value: float | None) -> float | None:
 def comparison_tables(summary: dict, cited: dict) -> list[dict]:
     """The reproducibility report's Tables 1-4, each row with three column groups: the paper,
     the reproducibility report, this run (accuracy and drop against the matching FP32)."""
-    groups = {(g["dataset"], g["arch"], g["schedule"], g["scheme"], g["bits"]): g
-              for g in summary["groups"]}
+    groups = group_index(summary)
     tables = []
     for table in cited["tables"]:
         base_rows = {r["arch"]: r for r in table["rows"] if r["bits"] == FLOAT_BITS}
@@ -79,8 +79,7 @@ def authors_rows(summary: dict, cited: dict) -> list[dict]:
 def scheme_ablation_rows(summary: dict) -> list[dict]:
     """APoT, PoT and uniform side by side for every (dataset, arch, schedule, bits) the scheme
     ablation covers; each cell is a group (best top-1 over seeds) or the reason it is missing."""
-    groups = {(g["dataset"], g["arch"], g["schedule"], g["scheme"], g["bits"]): g
-              for g in summary["groups"]}
+    groups = group_index(summary)
     keys = dict.fromkeys((d, a, s, b) for (d, a, s, scheme, b) in groups
                          if scheme in ("pot", "uniform"))
     rows = []
@@ -207,13 +206,12 @@ def figures(summary: dict, tables: list[dict], cost: dict | None) -> list[dict]:
                                   f"reproducibility report and this run (points exist only where "
                                   f"a value does)."})
     if cost is not None:
-        fixops = {(r["arch"], r["bits"], r["scheme"]): r["fixops"] / 1e6 for r in cost["study"]}
         series: dict[tuple, list] = {}
         for g in summary["groups"]:
-            scheme = "apot" if g["scheme"] == FLOAT_SCHEME else g["scheme"]
-            value = fixops.get((g["arch"], g["bits"], scheme))
+            value = group_fixops(g, cost)
             if g["status"] != "done" or value is None:
                 continue
+            value /= 1e6
             for line_scheme in (("apot", "pot", "uniform") if g["scheme"] == FLOAT_SCHEME
                                 else (g["scheme"],)):
                 series.setdefault((g["dataset"], g["arch"], g["schedule"], line_scheme), []

@@ -187,14 +187,10 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
                "authors": authors_evaluations(study, results)}
     write_text_atomic(results / "summary.json", json.dumps(summary, indent=1, sort_keys=True)
                       + "\n")
-    fixops = {} if summary["cost"] is None else {
-        (r["arch"], r["bits"], r["scheme"]): r["fixops"] for r in summary["cost"]["study"]}
     flat = [{**{k: g[k] for k in (*GROUP_KEYS, "status")},
-             **{f"{m}_{s}": g[m][s] for m in ("best_top1", "final_top1")
-                for s in ("mean", "std", "n", "drop")},
-             # the cost model's FixOPs per image beside the accuracy (FP32: the float model)
-             "fixops": fixops.get((g["arch"], g["bits"],
-                                   "apot" if g["scheme"] == FLOAT_SCHEME else g["scheme"]))}
+             **{f"{m}_{s}": g[m][s] for m in METRICS for s in ("mean", "std", "n", "drop")},
+             # the cost model's FixOPs per image beside the accuracy
+             "fixops": group_fixops(g, summary["cost"])}
             for g in groups]
     write_text_atomic(results / "summary.csv", _csv_text(flat, list(flat[0]) if flat else []))
     accuracy = {group_name(g): {"best_top1": g["best_top1"]["mean"],
@@ -206,6 +202,18 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
     done = sum(r["status"] == "done" for r in records)
     return {"runs": len(records), "done": done, "not_run": len(records) - done,
             "summary": str(results / "summary.json")}
+
+
+def group_fixops(group: dict, cost: dict | None) -> float | None:
+    """The cost model's FixOPs per image of a group's model (``cost``: cost.json), or None. An
+    FP32 group's model is its architecture's float model, which the study table lists once,
+    under apot (apot.cost.cost_tables)."""
+    if cost is None:
+        return None
+    scheme = "apot" if group["scheme"] == FLOAT_SCHEME else group["scheme"]
+    return next((r["fixops"] for r in cost["study"]
+                 if (r["arch"], r["bits"], r["scheme"]) == (group["arch"], group["bits"], scheme)),
+                None)
 
 
 def provenance(records: list[dict]) -> dict:

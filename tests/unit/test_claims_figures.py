@@ -1,9 +1,6 @@
 """Claim verdicts from data by their stated rules, and the report's figures."""
-import copy
-import json
 import re
 
-import pytest
 
 from apot.claims import (NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, RULES, cited_drops,
                          evaluate_claims)

@@ -72,17 +72,32 @@ def test_second_call_finds_the_run_complete(data, tmp_path):
     assert os.stat(tmp_path / "run" / CHECKPOINT).st_mtime_ns == stamp
 
 
+def train_command(data: Path) -> list[str]:
+    return [sys.executable, "-m", "apot", "train", "--arch", "resnet20", "--data", str(data),
+            "--epochs", "3", "--batch-size", "16", "--lr", "0.05", "--milestones", "2",
+            "--device", "cpu", "--threads", "1", "--no-progress"]
+
+
+def no_slurm_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory) -> Path:
+    """The 3-epoch run of train_command, never stopped: what a stopped-and-resumed run must
+    equal."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "whole"
+    subprocess.run(train_command(data) + ["--out", str(out)], check=True, capture_output=True,
+                   env=no_slurm_env())
+    return out
+
+
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
-def test_stopped_mid_epoch_then_rerun_equals_uninterrupted(data, tmp_path, stop):
+def test_stopped_mid_epoch_then_rerun_equals_uninterrupted(data, tmp_path, stop, uninterrupted):
     """SIGKILL (a crash) and SIGTERM (a scheduler's stop) in epoch 1; the rerun, as another
     SLURM job, resumes after epoch 0 and ends where an uninterrupted run ends."""
-    args = ["train", "--arch", "resnet20", "--data", str(data), "--epochs", "3",
-            "--batch-size", "16", "--lr", "0.05", "--milestones", "2", "--device", "cpu",
-            "--threads", "1", "--no-progress"]
-    command = [sys.executable, "-m", "apot", *args]
-    job = {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
-    subprocess.run(command + ["--out", str(tmp_path / "whole")], check=True,
-                   capture_output=True, env=job)
+    command = train_command(data)
+    job = no_slurm_env()
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(command + ["--out", str(killed)], stdout=subprocess.DEVNULL,
@@ -105,8 +120,8 @@ def test_stopped_mid_epoch_then_rerun_equals_uninterrupted(data, tmp_path, stop)
                           text=True, env={**job, "SLURM_JOB_ID": "102"})
     assert "(SLURM job 102), device cpu, resuming after epoch 1 of 3" in done.stderr
 
-    assert results(killed) == results(tmp_path / "whole")
-    whole = json.loads((tmp_path / "whole" / METRICS).read_text())
+    assert results(killed) == results(uninterrupted)
+    whole = json.loads((uninterrupted / METRICS).read_text())
     resumed = json.loads((killed / METRICS).read_text())
     for key in ("best_top1", "best_epoch", "final_top1", "final_top5", "final_test_loss"):
         assert resumed[key] == whole[key], key
@@ -115,7 +130,7 @@ def test_stopped_mid_epoch_then_rerun_equals_uninterrupted(data, tmp_path, stop)
             ] == [("101", 0, 1), ("102", 1, 2)]
     assert [(e["slurm_job_id"], e["epochs"]) for e in whole["executions"]] == [(None, 3)]
     a = load_file(killed / CHECKPOINT)["state_dict"]
-    b = load_file(tmp_path / "whole" / CHECKPOINT)["state_dict"]
+    b = load_file(uninterrupted / CHECKPOINT)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
