@@ -175,6 +175,11 @@ def cmd_cost_tables(args: argparse.Namespace) -> dict:
             "study_rows": len(tables["study"])}
 
 
+def cmd_stage_start(args: argparse.Namespace) -> dict:
+    from .starts import stage_start
+    return stage_start(args.start, args.arch, args.out, checkpoint=args.checkpoint)
+
+
 def cmd_train(args: argparse.Namespace) -> dict:
     from .train import TrainConfig, train
     values = {name: getattr(args, name) for name in (*TRAIN_FLAGS, "progress")}
@@ -194,10 +199,15 @@ TRAIN_FLAGS = {
     "act_alpha_wd": (float, "activation thresholds' weight decay"),
     "wgt_alpha_lr": (float, "weight thresholds' lr"),
     "wgt_alpha_wd": (float, "weight thresholds' weight decay"),
-    "act_alpha_init": (float, "initial activation threshold"),
+    "act_alpha_init": (float, "initial activation threshold (default: the quantizer rules', "
+                              "8.0 cifar, 6.0 imagenet)"),
+    "quantizer_rules": (str, "cifar | imagenet: the authors' CIFAR or ImageNet quantizer "
+                             "gradients"),
     "wgt_alpha_init": (float, "initial weight threshold (in weight std units)"),
-    "schedule": (str, "multistep | cosine"), "milestones": (int, "epochs where lr *= gamma"),
-    "gamma": (float, "multistep factor"), "init": (str, "progressive initialization checkpoint"),
+    "schedule": (str, "multistep | cosine (per epoch) | cosine_steps (per batch)"), "milestones": (int, "epochs where lr *= gamma"),
+    "gamma": (float, "multistep factor"),
+    "init": (str, "initialization checkpoint (progressive, or a released model; with "
+                  "--epochs 0 the run is that model as it is)"),
     "seed": (int, "seed of init, order and augmentation"), "device": (str, "auto | cpu | cuda"),
     "threads": (int, "CPU threads (default: torch's)"),
     "workers": (int, "image-decoding processes (ImageNet)"),
@@ -276,6 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train or fine-tune one model (resumes); prints metrics")
     add_train_arguments(p)
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("stage-start", help="copy a released model (a chain's start) into a "
+                                           "checkpoint file that records its origin")
+    p.add_argument("--start", choices=["authors", "torchvision"], required=True,
+                   help="authors: their released checkpoint (--checkpoint); torchvision: its "
+                        "pretrained ImageNet weights of --arch (torch's cache, or downloaded)")
+    p.add_argument("--arch", choices=list(ARCHS), required=True)
+    p.add_argument("--checkpoint", type=Path, default=None, help="the released file (authors)")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(run=cmd_stage_start)
 
     p = sub.add_parser("cost", help="operation counts of a model (MACs, FixOPs, shifts, adds)")
     p.add_argument("--arch", choices=list(ARCHS), required=True)

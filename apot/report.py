@@ -16,7 +16,7 @@ from .checkpoints import write_text_atomic
 from .claims import evaluate_claims, group_index
 from .errors import UserError
 from .quant.levels import apot_terms
-from .study import FLOAT_BITS, FLOAT_SCHEME
+from .study import FLOAT_BITS, FLOAT_SCHEME, SCRATCH
 from .summary import group_fixops
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "report" / "templates"
@@ -42,7 +42,7 @@ def comparison_tables(summary: dict, cited: dict) -> list[dict]:
         for cited_row in table["rows"]:
             arch, bits = cited_row["arch"], cited_row["bits"]
             scheme = FLOAT_SCHEME if bits == FLOAT_BITS else "apot"
-            group = groups.get((table["dataset"], arch, table["schedule"], scheme, bits))
+            group = groups.get((table["dataset"], arch, table["schedule"], scheme, bits, SCRATCH))
             base = base_rows.get(arch, {})
             row = {"arch": arch, "bits": bits,
                    "paper": cited_row["paper"], "repro": cited_row["repro"],
@@ -80,18 +80,41 @@ def scheme_ablation_rows(summary: dict) -> list[dict]:
     """APoT, PoT and uniform side by side for every (dataset, arch, schedule, bits) the scheme
     ablation covers; each cell is a group (best top-1 over seeds) or the reason it is missing."""
     groups = group_index(summary)
-    keys = dict.fromkeys((d, a, s, b) for (d, a, s, scheme, b) in groups
+    keys = dict.fromkeys((d, a, s, b, start) for (d, a, s, scheme, b, start) in groups
                          if scheme in ("pot", "uniform"))
     rows = []
-    for dataset, arch, schedule, bits in keys:
+    for dataset, arch, schedule, bits, start in keys:
         cells = {}
         for scheme in ("apot", "pot", "uniform"):
-            group = groups.get((dataset, arch, schedule, scheme, bits))
+            group = groups.get((dataset, arch, schedule, scheme, bits, start))
             cells[scheme] = (group["best_top1"] if group and group["status"] == "done"
                              else {"status": group["status"] if group else "not in this preset"})
         rows.append({"dataset": dataset, "arch": arch, "schedule": schedule, "bits": bits,
-                     **cells})
+                     "start": start, **cells})
     return rows
+
+
+def warm_rows(summary: dict, cited: dict) -> list[dict]:
+    """Our fine-tunes of the authors' released FP32 ResNet-20 (the FP32 control and APoT
+    4/3/2-bit) beside the authors' own released models of each bit-width, evaluated by the
+    same code on the same test images; one row per bit-width of each warm chain."""
+    groups = group_index(summary)
+    authors = summary.get("authors") or {}
+    evals = {e["bits"]: e for e in authors.get("evals", [])}
+    published = cited["authors_checkpoints"]["published"]
+    rows = []
+    for (dataset, arch, schedule, scheme, bits, start), group in groups.items():
+        if dataset != "cifar10" or start != "authors" or scheme not in (FLOAT_SCHEME, "apot"):
+            continue
+        ours = group["best_top1"] if group["status"] == "done" else None
+        theirs = evals.get(bits)
+        same = theirs is not None and group.get("data") == [authors.get("data")]
+        rows.append({"arch": arch, "schedule": schedule, "bits": bits, "status": group["status"],
+                     "ours": ours, "epochs": group.get("epochs"), "authors": theirs,
+                     "same_images": same, "published": published.get(bits),
+                     "diff": (round(ours["mean"] - theirs["top1"], 2)
+                              if ours and theirs and same else None)})
+    return sorted(rows, key=lambda r: (r["arch"], r["schedule"], -r["bits"]))
 
 
 def _printed_tolerance(printed: str) -> float:
@@ -159,8 +182,27 @@ def cost_section(summary: dict, cited: dict) -> dict | None:
             "claim": {**claim, "ours": ours_claim["ours"],
                       "ours_ratio": ours_claim["ours_ratio"], "needed_ratio": needed_ratio,
                       "term_bits": term_bits},
+            "inferred": inferred_rule(reductions, ours, paper, fixed, quantized),
             "multiply": cost["multiply"], "multiply_claim": cited["cost"]["multiply"],
             "study": cost["study"]}
+
+
+def inferred_rule(reductions: list[dict], ours: dict, paper: dict, fixed: float,
+                  quantized: float) -> dict:
+    """The paper's counting rule as its figures imply it: one flat cost per quantized MAC,
+    relative to uniform, per scheme (the mean of the factors its APoT rows imply; PoT from its
+    one PoT row), and the 22 % claim's reduction under it (``fixed``/``quantized``: the claim
+    model's first/last-layer MACs and its quantized layers' uniform FixOPs)."""
+    apot_rows = [r for r in reductions if r["paper_ratio"] is not None]
+    apot_factor = sum(r["paper_ratio"] for r in apot_rows) / len(apot_rows)
+    pot_factor = None
+    for (arch, bits, scheme), value in paper.items():
+        if scheme == "pot" and (arch, bits, "uniform") in paper:
+            first_last = ours[(arch, bits, "apot")]["multiplies"] / 1e6
+            pot_factor = (value - first_last) / (paper[(arch, bits, "uniform")] - first_last)
+    claim_percent = 100.0 * (1 - apot_factor) * quantized / (fixed + quantized)
+    return {"apot_factor": apot_factor, "pot_factor": pot_factor, "apot_rows": apot_rows,
+            "claim_percent": claim_percent}
 
 
 def _term_ratio(row: dict) -> float | None:
@@ -184,11 +226,14 @@ def figures(summary: dict, tables: list[dict], cost: dict | None) -> list[dict]:
                           "Figure 1)."}]
     done = [r for r in summary["runs"] if r["status"] == "done" and r.get("curve")]
     seeds = len(summary["config"]["presets"][summary["preset"]]["seeds"])
-    for key in dict.fromkeys((r["dataset"], r["arch"], r["schedule"]) for r in done):
-        runs = sorted((r for r in done if (r["dataset"], r["arch"], r["schedule"]) == key),
+    for key in dict.fromkeys((r["dataset"], r["arch"], r["schedule"], r.get("start", SCRATCH))
+                             for r in done):
+        runs = sorted((r for r in done
+                       if (r["dataset"], r["arch"], r["schedule"], r.get("start", SCRATCH)) == key),
                       key=lambda r: (r["scheme"] != FLOAT_SCHEME, -r["bits"], r["scheme"], r["seed"]))
-        title = f"{key[0]}, {key[1]}, {key[2]}"
-        result.append({"id": "curves-" + "-".join(key),
+        title = f"{key[0]}, {key[1]}, {key[2]}" + (
+            "" if key[3] == SCRATCH else f", from the {key[3]} released model")
+        result.append({"id": "curves-" + "-".join(k for k in key if k != SCRATCH),
                        "svg": fig.curves_svg(title, [(_run_label(r, seeds), r["bits"], r["curve"])
                                                      for r in runs]),
                        "caption": f"Test top-1 per epoch, {title}: every completed run of this "
@@ -214,7 +259,9 @@ def figures(summary: dict, tables: list[dict], cost: dict | None) -> list[dict]:
             value /= 1e6
             for line_scheme in (("apot", "pot", "uniform") if g["scheme"] == FLOAT_SCHEME
                                 else (g["scheme"],)):
-                series.setdefault((g["dataset"], g["arch"], g["schedule"], line_scheme), []
+                start = g.get("start", SCRATCH)
+                series.setdefault((g["dataset"], g["arch"], g["schedule"], line_scheme,
+                                   *(() if start == SCRATCH else (f"from {start}",))), []
                                   ).append((value, g["best_top1"]["mean"], g["bits"]))
         lines = [(" ".join(k), points) for k, points in sorted(series.items())
                  if any(b != FLOAT_BITS for _, _, b in points)]
@@ -243,10 +290,11 @@ def render_html(summary: dict) -> str:
     cost = cost_section(summary, cited)
     tables = comparison_tables(summary, cited)
     claims = evaluate_claims(summary, cited, cost)
-    context = {"summary": summary, "cited": cited, "preset": preset,
+    from .claims import NOISE_FLOOR
+    context = {"summary": summary, "cited": cited, "preset": preset, "noise_floor": NOISE_FLOOR,
                "tables": tables, "cost": cost, "figures": figures(summary, tables, cost),
                "claims": claims, "verdicts": {c["id"]: c["verdict"] for c in claims},
-               "schemes": scheme_ablation_rows(summary),
+               "schemes": scheme_ablation_rows(summary), "warm": warm_rows(summary, cited),
                "authors": authors_rows(summary, cited),
                "css": (TEMPLATES / "report.css").read_text(),
                "config_yaml": yaml.safe_dump({"preset": summary["preset"], **{

@@ -6,11 +6,20 @@ in config.yaml, and expanded once, here.
 
 A run's folder, relative to ``results/<preset>/runs``::
 
-    <dataset>/<arch>/<schedule>/<scheme>-w<bits>/seed<seed>
+    <dataset>/<arch>/<schedule>/<scheme>-w<bits>/seed<seed>                 (from scratch)
+    <dataset>/<arch>/from-<start>/<schedule>/<scheme>-w<bits>/seed<seed>    (warm start)
 
-with scheme ``fp32`` and bits 32 for the float baseline of a chain. Each quantized run is
+with scheme ``fp32`` and bits 32 for the float step of a chain. Each quantized run is
 initialized from the run before it in its chain (FP32 -> 4 -> 3 -> 2), same dataset, arch,
-schedule, scheme and seed.
+schedule, scheme and seed. A chain's first step starts from scratch, or (study key ``start``)
+from a released model: the authors' CIFAR-10 ResNet-20 (``authors``), torchvision's pretrained
+ImageNet weights (``torchvision``) or a checkpoint file (any other value, a path). Released
+models are first copied under ``results/<preset>/starts/`` (``start_file``), so that a run
+never depends on where the mirror or torch's cache was.
+
+A preset's ``datasets`` are the prepared datasets, by name: each comes from the dataset of its
+name, or of its ``dataset`` key (so that one preset can hold all of CIFAR-10 and a subset of
+it); a study reads the prepared dataset named by its ``data`` key (default: its dataset).
 """
 from __future__ import annotations
 
@@ -21,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .sources import MANIFEST, SMALL_DATASETS, mirror_folder
+from .sources import (MANIFEST, SMALL_DATASETS, TORCHVISION_HOST, TORCHVISION_URL,
+                      TORCHVISION_WEIGHTS, mirror_folder, torch_hub_checkpoints)
 
 FLOAT_BITS = 32
 FLOAT_SCHEME = "fp32"
@@ -31,6 +41,10 @@ SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)
 OFFLINE_ENV = "APOT_OFFLINE"  # set to 1 to skip the probe and treat the network as absent
 IMAGENET_ARCHS = ("resnet18", "resnet34", "resnet50")
+SCRATCH = "scratch"
+RELEASED_STARTS = ("authors", "torchvision")  # any other start is a checkpoint file's path
+AUTHORS_ARCH = "resnet20"  # the authors released CIFAR-10 checkpoints of this model only
+QUANTIZER_RULES = ("cifar", "imagenet")
 # Config keys that say how and where the study runs, not what it computes: changing them must
 # not re-run a job, so they stay out of rule params and out of the summary.
 RUNTIME_KEYS = ("device", "train_threads", "mirror", "download_root", "authors_checkpoints")
@@ -42,9 +56,28 @@ def result_config(config: dict) -> dict:
 
 
 def run_path(dataset: str, arch: str, schedule: str, scheme: str, bits: int | str,
-             seed: int | str) -> str:
+             seed: int | str, start: str = SCRATCH) -> str:
     """A run's folder relative to ``results/<preset>/runs`` (the layout in the module doc)."""
-    return f"{dataset}/{arch}/{schedule}/{scheme}-w{bits}/seed{seed}"
+    warm = "" if start == SCRATCH else f"from-{start_label(start)}/"
+    return f"{dataset}/{arch}/{warm}{schedule}/{scheme}-w{bits}/seed{seed}"
+
+
+def start_label(start: str) -> str:
+    """A start as a folder name: scratch, authors, torchvision, or file-<file stem>."""
+    if start == SCRATCH or start in RELEASED_STARTS:
+        return start
+    stem = Path(start).name.split(".")[0]
+    return "file-" + ("".join(c if c.isalnum() or c in "-_" else "_" for c in stem) or "x")
+
+
+def start_file(start: str, arch: str, bits: int) -> str | None:
+    """Where a released start is copied, relative to ``results/<preset>`` (``apot
+    stage-start``); None for scratch, and for a file start (the path itself is used)."""
+    if start == "authors":
+        return f"starts/authors-{arch}-w{bits}.pt"
+    if start == "torchvision":
+        return f"starts/torchvision-{arch}.pt"
+    return None
 
 
 @dataclass(frozen=True)
@@ -59,10 +92,26 @@ class RunSpec:
     seed: int
     train: dict = field(compare=False, hash=False)  # apot train flags (TrainConfig fields)
     parent: str | None = None                     # path of the initializing run
+    data: str = ""                                # prepared dataset (preset datasets key)
+    start: str = SCRATCH                          # the chain's start (module doc)
+    first: bool = False                           # first step of its chain: starts from start
+
+    def __post_init__(self):
+        if not self.data:
+            object.__setattr__(self, "data", self.dataset)
 
     @property
     def path(self) -> str:
-        return run_path(self.dataset, self.arch, self.schedule, self.scheme, self.bits, self.seed)
+        return run_path(self.dataset, self.arch, self.schedule, self.scheme, self.bits, self.seed,
+                        self.start)
+
+    @property
+    def init_start(self) -> str | None:
+        """The checkpoint this run starts from when it is the first step of a warm chain:
+        the staged copy (relative to results/<preset>) or the file start's own path."""
+        if not self.first or self.start == SCRATCH:
+            return None
+        return start_file(self.start, self.arch, self.bits) or self.start
 
 
 def validate_config(config: dict) -> dict:
@@ -96,77 +145,113 @@ def check_config(config: dict) -> None:
         raise UserError(f"config key preset: {config['preset']!r} is not one of the presets "
                         f"({', '.join(config['presets'])})")
     for name, preset in config["presets"].items():
+        for data_name, entry in preset["datasets"].items():
+            source = entry.get("dataset") or data_name
+            if source not in (*SMALL_DATASETS, "imagenet"):
+                raise UserError(f"config key presets.{name}.datasets.{data_name}: name the "
+                                f"dataset it is prepared from (dataset: cifar10, cifar100 or "
+                                f"imagenet)")
         for study_name, study in preset["studies"].items():
-            where = f"presets.{name}.studies.{study_name}"
-            if study["dataset"] not in preset["datasets"]:
-                raise UserError(f"config key {where}.dataset: {study['dataset']!r} is not listed "
-                                f"under presets.{name}.datasets")
-            imagenet = study["dataset"] == "imagenet"
-            for arch in study["archs"]:
-                if (arch in IMAGENET_ARCHS) != imagenet:
-                    raise UserError(f"config key {where}.archs: {arch} does not fit dataset "
-                                    f"{study['dataset']}")
-            chain = study["chain"]
-            if chain[0]["bits"] != FLOAT_BITS:
-                raise UserError(f"config key {where}.chain[0].bits: a chain starts with the "
-                                f"FP32 baseline (bits 32), got {chain[0]['bits']}")
-            bits = [step["bits"] for step in chain]
-            if any(b >= a for a, b in zip(bits, bits[1:])):
-                raise UserError(f"config key {where}.chain: bit-widths must decrease along the "
-                                f"chain (each run starts from the one before), got {bits}")
-            for i, step in enumerate(chain):
-                epochs = step.get("epochs", study["epochs"])
-                milestones = step.get("milestones", study["milestones"])
-                late = [m for m in milestones if m >= epochs]
-                if study["schedule"] == "multistep" and late:
-                    key = f"{where}.chain[{i}].milestones" if "milestones" in step \
-                        else f"{where}.milestones"
-                    raise UserError(f"config key {key}: milestone {late[0]} is not before the "
-                                    f"last epoch (epochs {epochs}); milestones must be "
-                                    f"1..{epochs - 1}")
+            _check_study(f"presets.{name}.studies.{study_name}", preset, study)
 
 
-def network_reachable(timeout: float = 3.0) -> bool:
-    """Whether the CIFAR download host answers (False at once when APOT_OFFLINE=1)."""
+def dataset_of(preset: dict, data_name: str) -> str:
+    """The dataset a prepared dataset of ``preset`` is made from."""
+    return preset["datasets"][data_name].get("dataset") or data_name
+
+
+def study_data(study: dict) -> str:
+    """The prepared dataset a study reads (its key ``data``, default its dataset)."""
+    return study.get("data") or study["dataset"]
+
+
+def _check_study(where: str, preset: dict, study: dict) -> None:
+    data = study_data(study)
+    if data not in preset["datasets"]:
+        key = f"{where}.data" if study.get("data") else f"{where}.dataset"
+        raise UserError(f"config key {key}: {data!r} is not listed under the preset's datasets")
+    if dataset_of(preset, data) != study["dataset"]:
+        raise UserError(f"config key {where}.data: {data!r} is prepared from "
+                        f"{dataset_of(preset, data)}, not from the study's dataset "
+                        f"{study['dataset']}")
+    imagenet = study["dataset"] == "imagenet"
+    for arch in study["archs"]:
+        if (arch in IMAGENET_ARCHS) != imagenet:
+            raise UserError(f"config key {where}.archs: {arch} does not fit dataset "
+                            f"{study['dataset']}")
+    start = study.get("start", SCRATCH)
+    if start == "authors" and (study["dataset"] != "cifar10" or study["archs"] != [AUTHORS_ARCH]):
+        raise UserError(f"config key {where}.start: the authors released CIFAR-10 "
+                        f"{AUTHORS_ARCH} checkpoints only; this study has {study['dataset']} "
+                        f"{', '.join(study['archs'])}")
+    if start == "torchvision" and not imagenet:
+        raise UserError(f"config key {where}.start: torchvision's pretrained weights are "
+                        f"ImageNet models; this study is on {study['dataset']}")
+    chain = study["chain"]
+    if chain[0]["bits"] != FLOAT_BITS:
+        raise UserError(f"config key {where}.chain[0].bits: a chain starts with the "
+                        f"FP32 baseline (bits 32), got {chain[0]['bits']}")
+    bits = [step["bits"] for step in chain]
+    if any(b >= a for a, b in zip(bits, bits[1:])):
+        raise UserError(f"config key {where}.chain: bit-widths must decrease along the "
+                        f"chain (each run starts from the one before), got {bits}")
+    for i, step in enumerate(chain):
+        epochs = step.get("epochs", study["epochs"])
+        if epochs == 0 and (i > 0 or start == SCRATCH):
+            raise UserError(f"config key {where}.chain[{i}].epochs: 0 epochs (evaluate the "
+                            f"start as it is) only fits the first step of a chain with a start")
+        milestones = step.get("milestones", study["milestones"])
+        late = [m for m in milestones if m >= epochs]
+        if study["schedule"] == "multistep" and late and epochs > 0:
+            key = f"{where}.chain[{i}].milestones" if "milestones" in step \
+                else f"{where}.milestones"
+            raise UserError(f"config key {key}: milestone {late[0]} is not before the "
+                            f"last epoch (epochs {epochs}); milestones must be "
+                            f"1..{epochs - 1}")
+
+
+def network_reachable(timeout: float = 3.0, host: tuple[str, int] = DOWNLOAD_HOST) -> bool:
+    """Whether a download host answers (False at once when APOT_OFFLINE=1)."""
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         return False
     try:
-        with socket.create_connection(DOWNLOAD_HOST, timeout=timeout):
+        with socket.create_connection(host, timeout=timeout):
             return True
     except OSError:
         return False
 
 
 def data_sources(config: dict, prepared: str | Path | None = None) -> dict[str, str | None]:
-    """dataset -> where it comes from ("prepared: <folder>", "mirror: <archive>", "download",
-    "folder: <path>"), or None when nothing provides it; only the selected preset's datasets.
+    """prepared dataset name -> where it comes from ("prepared: <folder>", "mirror: <archive>",
+    "download", "folder: <path>"), or None when nothing provides it; the selected preset's.
 
-    A dataset already prepared under ``prepared/<dataset>`` needs no source: this is what lets
+    A dataset already prepared under ``prepared/<name>`` needs no source: this is what lets
     a cluster job (which parses the workflow again, often on a node without network) run.
     """
     preset = config["presets"][config["preset"]]
     folder = mirror_folder(config.get("mirror") or None)
     sources: dict[str, str | None] = {}
     online = None
-    for dataset in preset["datasets"]:
-        done = Path(prepared) / dataset if prepared is not None else None
+    for name in preset["datasets"]:
+        dataset = dataset_of(preset, name)
+        done = Path(prepared) / name if prepared is not None else None
         if done is not None and (done / MANIFEST).is_file():
-            sources[dataset] = f"prepared: {done}"
+            sources[name] = f"prepared: {done}"
             continue
         if dataset == "imagenet":
             root = config.get("imagenet_root") or ""
-            sources[dataset] = f"folder: {root}" if root and Path(root).is_dir() else None
+            sources[name] = f"folder: {root}" if root and Path(root).is_dir() else None
             continue
         archive_name = SMALL_DATASETS[dataset][1]
         if folder is not None and (folder / archive_name).is_file():
-            sources[dataset] = f"mirror: {folder / archive_name}"
+            sources[name] = f"mirror: {folder / archive_name}"
             continue
         if folder is None:
             if online is None:
                 online = network_reachable()
-            sources[dataset] = "download" if online else None
+            sources[name] = "download" if online else None
         else:
-            sources[dataset] = None
+            sources[name] = None
     return sources
 
 
@@ -180,14 +265,17 @@ def missing_reason(config: dict, dataset: str) -> str:
 
 
 def check_data(config: dict, sources: dict[str, str | None]) -> dict[str, str]:
-    """Datasets that will not run -> reason. Raises, naming the fix, when a CIFAR dataset has
-    no source and ``on_missing_data`` is not ``skip``. ImageNet only runs when configured."""
+    """Prepared datasets that will not run -> reason. Raises, naming the fix, when a CIFAR
+    dataset has no source and ``on_missing_data`` is not ``skip``. ImageNet only runs when
+    configured."""
+    preset = config["presets"][config["preset"]]
     skipped = {}
-    for dataset, source in sources.items():
+    for name, source in sources.items():
+        dataset = dataset_of(preset, name)
         if source is not None:
             continue
         if dataset == "imagenet" and not config.get("imagenet_root"):
-            skipped[dataset] = missing_reason(config, dataset)
+            skipped[name] = missing_reason(config, dataset)
             continue
         if config["on_missing_data"] != "skip":
             folder = mirror_folder(config.get("mirror") or None)
@@ -198,12 +286,24 @@ def check_data(config: dict, sources: dict[str, str | None]) -> dict[str, str]:
                 f"dataset {dataset} has no data source: {where}. Put {archive} in a folder and "
                 f"set APOT_DATA_MIRROR (or config key mirror) to it, or run with "
                 f"--config on_missing_data=skip to leave its jobs out")
-        skipped[dataset] = missing_reason(config, dataset)
+        skipped[name] = missing_reason(config, dataset)
     return skipped
 
 
-def schemes(config: dict) -> tuple[str, ...]:
-    return ("apot", *ABLATION_SCHEMES) if config["scheme_ablation"] else ("apot",)
+def schemes(config: dict, study: dict) -> tuple[str, ...]:
+    """A study's schemes, APoT first: its key ``schemes``, plus uniform and PoT everywhere with
+    the config key ``scheme_ablation``."""
+    listed = list(study.get("schemes", ["apot"]))
+    if config["scheme_ablation"]:
+        listed += ABLATION_SCHEMES
+    return tuple(sorted(set(listed), key=lambda s: (s != "apot", listed.index(s))))
+
+
+def quantizer_rules(study: dict) -> str:
+    """Which of the authors' quantizer implementations a study follows: its key
+    ``quantizer_rules``, else the dataset's (the ImageNet code for ImageNet)."""
+    return study.get("quantizer_rules") or ("imagenet" if study["dataset"] == "imagenet"
+                                            else "cifar")
 
 
 def train_flags(config: dict, preset: dict, study: dict, step: dict, scheme: str,
@@ -224,48 +324,112 @@ def train_flags(config: dict, preset: dict, study: dict, step: dict, scheme: str
         "weight_decay": step["weight_decay"],
         "act_alpha_lr": alpha.get("act_lr", 0.1), "act_alpha_wd": alpha.get("act_wd", 1e-4),
         "wgt_alpha_lr": alpha.get("wgt_lr", 0.02), "wgt_alpha_wd": alpha.get("wgt_wd", 1e-4),
+        "quantizer_rules": quantizer_rules(study),
         "schedule": study["schedule"],
-        "milestones": list(step.get("milestones", study["milestones"])),
+        # a 0-epoch step (the start as it is) steps no schedule
+        "milestones": (list(step.get("milestones", study["milestones"]))
+                       if step.get("epochs", study["epochs"]) > 0 else []),
         "gamma": study["gamma"],
         "seed": seed,
     }
 
 
-def expand_runs(config: dict, skip: tuple[str, ...] = ()) -> list[RunSpec]:
-    """Every run of the selected preset, parents before children; datasets in ``skip`` are
-    left out. Two studies that produce the same run folder must agree on its settings."""
+def expand_runs(config: dict, skip: tuple[str, ...] = (),
+                skip_studies: tuple[str, ...] = ()) -> list[RunSpec]:
+    """Every run of the selected preset, parents before children; prepared datasets in ``skip``
+    and studies in ``skip_studies`` are left out. Two studies that produce the same run folder
+    must agree on its settings."""
     preset = config["presets"][config["preset"]]
     runs: dict[str, RunSpec] = {}
     for study_name, study in preset["studies"].items():
-        if study["dataset"] in skip:
+        if study_data(study) in skip or study_name in skip_studies:
             continue
         for arch in study["archs"]:
             for seed in preset["seeds"]:
-                base = None
-                for scheme in schemes(config):
-                    parent = base
-                    for step in study["chain"]:
-                        is_float = step["bits"] == FLOAT_BITS
-                        if is_float and base is not None:
-                            continue  # one FP32 baseline, shared by the scheme chains
-                        spec = RunSpec(study_name, study["dataset"], arch, study["schedule"],
-                                       FLOAT_SCHEME if is_float else scheme, step["bits"], seed,
-                                       train_flags(config, preset, study, step,
-                                                   FLOAT_SCHEME if is_float else scheme, seed),
-                                       parent)
-                        _add_run(runs, spec)
-                        parent = spec.path
-                        if is_float:
-                            base = spec.path
+                _expand_chains(config, preset, study_name, study, arch, seed, runs)
     return list(runs.values())
+
+
+def _expand_chains(config: dict, preset: dict, study_name: str, study: dict, arch: str,
+                   seed: int, runs: dict[str, RunSpec]) -> None:
+    """One chain per scheme, all sharing the study's single FP32 step."""
+    base = None
+    for scheme in schemes(config, study):
+        parent = base
+        for step in study["chain"]:
+            is_float = step["bits"] == FLOAT_BITS
+            if is_float and base is not None:
+                continue  # one FP32 baseline, shared by the scheme chains
+            run_scheme = FLOAT_SCHEME if is_float else scheme
+            spec = RunSpec(study_name, study["dataset"], arch, study["schedule"], run_scheme,
+                           step["bits"], seed,
+                           train_flags(config, preset, study, step, run_scheme, seed), parent,
+                           data=study_data(study), start=study.get("start", SCRATCH),
+                           first=parent is None)
+            _add_run(runs, spec)
+            parent = spec.path
+            if is_float:
+                base = spec.path
 
 
 def _add_run(runs: dict[str, RunSpec], spec: RunSpec) -> None:
     known = runs.get(spec.path)
-    if known is not None and (known.train != spec.train or known.parent != spec.parent):
+    if known is not None and (known.train != spec.train or known.parent != spec.parent
+                              or known.data != spec.data or known.start != spec.start):
         raise UserError(f"studies {known.study} and {spec.study} both define run {spec.path} "
                         f"with different settings; give one of them another schedule or arch")
     runs.setdefault(spec.path, spec)
+
+
+def find_start(config: dict, start: str, arch: str, bits: int) -> str | None:
+    """Where a chain's start is now: a file, "download" (torchvision's, with the network up),
+    or None when it cannot be had."""
+    if start == "authors":
+        return authors_checkpoints(config).get(bits)
+    if start == "torchvision":
+        cached = torch_hub_checkpoints() / TORCHVISION_WEIGHTS[arch]
+        if cached.is_file():
+            return str(cached)
+        return "download" if network_reachable(host=TORCHVISION_HOST) else None
+    return start if Path(start).is_file() else None
+
+
+def missing_start(config: dict, start: str, arch: str, bits: int) -> str:
+    """Why a start cannot be had, and the fix."""
+    if start == "authors":
+        return (f"the authors' released {arch} checkpoint {AUTHORS_FILE.format(bits=bits)} was "
+                f"not found: put the authors' checkpoints in a folder and set config key "
+                f"authors_checkpoints to it (or place them in <mirror>/{AUTHORS_FOLDER})")
+    if start == "torchvision":
+        name = TORCHVISION_WEIGHTS[arch]
+        return (f"torchvision's pretrained {arch} weights are not cached "
+                f"({torch_hub_checkpoints() / name} does not exist) and "
+                f"{TORCHVISION_HOST[0]} cannot be reached: download "
+                f"{TORCHVISION_URL.format(file=name)} on a machine with internet and put it "
+                f"at that path (or set TORCH_HOME to the folder holding hub/checkpoints/{name})")
+    return f"the start checkpoint {start} does not exist (check the study's start: path)"
+
+
+def check_starts(config: dict, runs: list[RunSpec], results: str | Path) -> dict[str, str]:
+    """Studies whose start cannot be had -> reason. A start already staged under
+    ``results/starts/`` (or a run that already completed from it) needs no source. Raises,
+    naming the fix, unless ``on_missing_data`` is ``skip``."""
+    skipped = {}
+    for run in runs:
+        if run.init_start is None or run.study in skipped:
+            continue
+        staged = start_file(run.start, run.arch, run.bits)
+        done = Path(results) / "runs" / run.path / "metrics.json"
+        if (staged and (Path(results) / staged).is_file()) or done.is_file():
+            continue
+        if find_start(config, run.start, run.arch, run.bits) is not None:
+            continue
+        why = missing_start(config, run.start, run.arch, run.bits)
+        if config["on_missing_data"] != "skip":
+            raise UserError(f"study {run.study} starts from {run.start}, but {why}; or run "
+                            f"with --config on_missing_data=skip to leave its jobs out")
+        skipped[run.study] = f"not run: no start ({why})"
+    return skipped
 
 
 AUTHORS_BITS = (32, 4, 3, 2)

@@ -20,11 +20,15 @@ from pathlib import Path
 from .checkpoints import write_text_atomic
 from .errors import UserError
 from .prepare import MANIFEST, load_manifest
-from .study import FLOAT_BITS, FLOAT_SCHEME, expand_runs, result_config, validate_config
+from .study import (FLOAT_BITS, FLOAT_SCHEME, SCRATCH, expand_runs, result_config, start_label,
+                    validate_config)
 from .train import HISTORY_FIELDS
 
-GROUP_KEYS = ("dataset", "arch", "schedule", "scheme", "bits")
-RUN_KEYS = ("study", *GROUP_KEYS, "seed")
+# A group: the runs of one model, differing only in their seed. "start" tells a chain trained
+# from scratch from one that starts from a released model (a warm chain).
+GROUP_KEYS = ("dataset", "arch", "start", "schedule", "scheme", "bits")
+BASE_KEYS = ("dataset", "arch", "start", "schedule")  # a group's FP32 baseline shares these
+RUN_KEYS = ("study", *GROUP_KEYS, "seed", "data")
 
 
 def _read_json(path: Path) -> dict:
@@ -45,18 +49,22 @@ def _benchmark_seconds(path: Path) -> float | None:
 def run_records(study: dict, results: Path, benchmarks: Path | None) -> list[dict]:
     """One record per run the preset defines, in matrix order."""
     config, skipped = study["config"], study.get("skipped", {})
+    skipped_studies = study.get("skipped_studies", {})
     records = []
     for run in expand_runs(config):
         record = {key: getattr(run, key) for key in RUN_KEYS}
         record["path"] = run.path
         metrics_path = results / "runs" / run.path / "metrics.json"
-        if run.dataset in skipped:
-            record["status"] = skipped[run.dataset]
+        if run.data in skipped:
+            record["status"] = skipped[run.data]
+        elif run.study in skipped_studies:
+            record["status"] = skipped_studies[run.study]
         elif metrics_path.is_file():
             metrics = _read_json(metrics_path)
             record["status"] = "done"
             for key in ("best_top1", "best_epoch", "final_top1", "final_top5", "epochs",
-                        "wall_seconds", "device", "init"):
+                        "wall_seconds", "device", "init", "data_source", "started_from",
+                        "quantizer_rules"):
                 record[key] = metrics.get(key)
             # which processes (host, SLURM job) trained which epochs; absent before 0.1
             record["executions"] = metrics.get("executions", [])
@@ -74,8 +82,10 @@ def authors_evaluations(study: dict, results: Path) -> dict:
     """The authors' checkpoints as evaluated by the eval_authors rule: which were found, and
     per bit-width top-1/top-5 on this preset's CIFAR-10 test split."""
     found = study.get("authors_bits", [])
+    data = study.get("authors_data")
     # always there (maybe empty), so that DVC can version it as an output of the study stage
     (results / "authors").mkdir(parents=True, exist_ok=True)
+    (results / "starts").mkdir(parents=True, exist_ok=True)  # likewise the staged starts
     evals = []
     for bits in found:
         path = results / "authors" / f"resnet20-w{bits}.json"
@@ -83,7 +93,7 @@ def authors_evaluations(study: dict, results: Path) -> dict:
             result = _read_json(path)
             evals.append({"bits": bits, **{k: result.get(k) for k in (
                 "top1", "top5", "n", "checkpoint", "checkpoint_sha256", "split")}})
-    return {"found": found, "evals": evals}
+    return {"found": found, "evals": evals, "data": data}
 
 
 def _run_cost(cost: dict) -> dict:
@@ -100,9 +110,9 @@ METRICS = ("best_top1", "final_top1")
 
 def group_records(records: list[dict]) -> list[dict]:
     """Runs grouped over seeds (mean, sample std, n of each metric), with the accuracy drop
-    against the group's FP32 baseline (positive drop = the quantized model is worse).
-    Groups keep the order of their first run; a group with no completed run carries that
-    run's status."""
+    against the group's FP32 baseline (positive drop = the quantized model is worse), and the
+    evidence behind them: prepared dataset, data source kinds, seeds. Groups keep the order of
+    their first run; a group with no completed run carries that run's status."""
     import pandas as pd
 
     runs = pd.DataFrame([{k: r.get(k) for k in (*GROUP_KEYS, "status", *METRICS)}
@@ -112,15 +122,16 @@ def group_records(records: list[dict]) -> list[dict]:
     keys = list(GROUP_KEYS)
     done = runs[runs["status"] == "done"].astype({m: float for m in METRICS})
     stats = done.groupby(keys, sort=False)[list(METRICS)].agg(["mean", "std", "count"])
-    base = stats.xs(FLOAT_SCHEME, level="scheme", drop_level=False)
-    base = base[base.index.get_level_values("bits") == FLOAT_BITS]
-    base_mean = {(d, a, s): row for (d, a, s, _, _), row in base.iterrows()}
+    base_at = [GROUP_KEYS.index(k) for k in BASE_KEYS]
+    base_mean = {tuple(key[i] for i in base_at): row for key, row in stats.iterrows()
+                 if key[GROUP_KEYS.index("scheme")] == FLOAT_SCHEME
+                 and key[GROUP_KEYS.index("bits")] == FLOAT_BITS}
     rows = []
     for key, first in runs.drop_duplicates(keys).set_index(keys)["status"].items():
         row = {**dict(zip(GROUP_KEYS, key)), "bits": int(key[GROUP_KEYS.index("bits")])}
         row["status"] = "done" if key in stats.index else first
         is_base = row["scheme"] == FLOAT_SCHEME and row["bits"] == FLOAT_BITS
-        ref = None if is_base else base_mean.get(key[:3])
+        ref = None if is_base else base_mean.get(tuple(key[i] for i in base_at))
         for metric in METRICS:
             if key not in stats.index:
                 row[metric] = {"mean": None, "std": None, "n": 0, "drop": None}
@@ -130,12 +141,29 @@ def group_records(records: list[dict]) -> list[dict]:
             row[metric] = {"mean": round(float(mean), 4),
                            "std": round(float(std), 4) if n > 1 else 0.0, "n": int(n),
                            "drop": None if ref_mean is None else round(float(ref_mean - mean), 4)}
+        row.update(_group_evidence([r for r in records
+                                    if tuple(r[k] for k in GROUP_KEYS) == key]))
         rows.append(row)
     return rows
 
 
+def _group_evidence(members: list[dict]) -> dict:
+    """What a group's numbers rest on: its prepared dataset(s), the kinds of data source its
+    completed runs read (mirror = the offline JPEG copy, download = the official files), their
+    seeds and epochs, and the released model the chain started from."""
+    done = [r for r in members if r["status"] == "done"]
+    starts = {(r.get("started_from") or {}).get("origin", {}).get("kind") for r in done}
+    return {"data": sorted({r["data"] for r in members}),
+            "data_source": sorted({r.get("data_source") or "unknown" for r in done}),
+            "seeds": sorted(r["seed"] for r in done),
+            "epochs": sorted({r.get("epochs") for r in done if r.get("epochs") is not None}),
+            "started_from": sorted(s for s in starts if s)}
+
+
 def group_name(row: dict) -> str:
-    return f"{row['dataset']}/{row['arch']}/{row['schedule']}/{row['scheme']}-w{row['bits']}"
+    warm = "" if row.get("start", SCRATCH) == SCRATCH else f"from-{start_label(row['start'])}/"
+    return (f"{row['dataset']}/{row['arch']}/{warm}{row['schedule']}/"
+            f"{row['scheme']}-w{row['bits']}")
 
 
 def histories(records: list[dict], results: Path) -> list[dict]:

@@ -32,7 +32,7 @@ from torch import nn
 
 from . import __version__
 from .checkpoints import (ACT_ALPHA_SUFFIX, WEIGHT_ALPHA_SUFFIX, check_model_meta,
-                          extract_state_dict, load_file, load_into_model, save_atomic,
+                          extract_state_dict, file_sha256, load_file, load_into_model, save_atomic,
                           write_text_atomic)
 from .device import resolve_device
 from .errors import UserError
@@ -40,10 +40,15 @@ from .loader import ImageFolderLoader, TensorLoader, normalization
 from .models import ARCHS, build_model
 from .quant.convert import FIRST_LAST_POLICIES
 from .quant.levels import MAX_BITS, SCHEMES
+from .quant.modules import ACT_ALPHA_INIT_BY_RULES, QUANTIZER_RULES
 from .prepare import load_manifest, load_prepared
 from .stopping import StopOnSignals
 
-SCHEDULES = ("multistep", "cosine")
+# multistep and cosine step once per epoch, as the authors and the reproducibility report;
+# cosine_steps anneals per training step (batch) to zero at the run's last step: the schedule
+# of a short fine-tune, whose end point must not be wherever SGD at full LR happened to stop.
+SCHEDULES = ("multistep", "cosine", "cosine_steps")
+PER_STEP_SCHEDULES = ("cosine_steps",)
 CHECKPOINT, BEST, HISTORY, METRICS = "checkpoint.pt", "best.pt", "history.csv", "metrics.json"
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1",
                   "test_top5", "images_per_s", "epoch_seconds")
@@ -71,8 +76,9 @@ class TrainConfig:
     act_alpha_wd: float = 1e-4
     wgt_alpha_lr: float = 0.02
     wgt_alpha_wd: float = 1e-4
-    act_alpha_init: float = 8.0
+    act_alpha_init: float | None = None  # None: the quantizer rules' (8.0 CIFAR, 6.0 ImageNet)
     wgt_alpha_init: float = 3.0
+    quantizer_rules: str = "cifar"  # the authors' CIFAR or ImageNet quantizer (apot.quant.modules)
     schedule: str = "multistep"
     milestones: list[int] = field(default_factory=lambda: [150, 225])
     gamma: float = 0.1
@@ -83,12 +89,20 @@ class TrainConfig:
     workers: int = 2               # decoding processes (ImageNet only)
     progress: bool = True
 
+    def __post_init__(self):
+        if self.act_alpha_init is None and self.quantizer_rules in QUANTIZER_RULES:
+            self.act_alpha_init = ACT_ALPHA_INIT_BY_RULES[self.quantizer_rules]
+
     def validate(self) -> None:
         problems = []
         if self.arch not in ARCHS:
             problems.append(f"arch {self.arch!r} is unknown ({', '.join(ARCHS)})")
-        if self.epochs < 1:
-            problems.append(f"epochs must be at least 1, got {self.epochs}")
+        if self.epochs < 0 or (self.epochs == 0 and not self.init):
+            problems.append(f"epochs must be at least 1 (0 only with --init: evaluate the "
+                            f"initialization as it is), got {self.epochs}")
+        if self.quantizer_rules not in QUANTIZER_RULES:
+            problems.append(f"quantizer_rules must be one of {QUANTIZER_RULES}, got "
+                            f"{self.quantizer_rules!r}")
         if self.bits != 32 and not 2 <= self.bits <= 8:
             problems.append(f"bits must be 2..8 or 32, got {self.bits}")
         if self.scheme not in SCHEMES:
@@ -99,7 +113,8 @@ class TrainConfig:
             problems.append(f"first_last must be one of {FIRST_LAST_POLICIES}, got {self.first_last!r}")
         if self.schedule not in SCHEDULES:
             problems.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.schedule == "multistep" and any(not 0 < m < self.epochs for m in self.milestones):
+        if (self.schedule == "multistep" and self.epochs > 0
+                and any(not 0 < m < self.epochs for m in self.milestones)):
             problems.append(f"milestones {self.milestones} must lie between 1 and epochs-1 "
                             f"({self.epochs - 1})")
         if self.batch_size < 1 or self.test_batch_size < 1:
@@ -155,10 +170,14 @@ def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     return groups
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
-    """Stepped once per epoch; MultiStepLR scales every group (thresholds too), as the authors."""
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """Stepped once per epoch, or once per step for PER_STEP_SCHEDULES; MultiStepLR scales every
+    group (thresholds too), as the authors."""
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
+    if cfg.schedule == "cosine_steps":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, cfg.epochs * steps_per_epoch))
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, cfg.gamma)
 
 
@@ -177,16 +196,20 @@ class Run:
         self.train_loader, self.test_loader = make_loaders(cfg, self.manifest, self.device)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.arch, self.num_classes, cfg.bits, cfg.scheme, cfg.k,
-                                 cfg.first_last, act_alpha=cfg.act_alpha_init,
+                                 cfg.first_last, rules=cfg.quantizer_rules,
+                                 act_alpha=cfg.act_alpha_init,
                                  wgt_alpha=cfg.wgt_alpha_init).to(self.device)
         self.optimizer = torch.optim.SGD(parameter_groups(self.model, cfg), lr=cfg.lr,
                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg, len(self.train_loader))
+        self.per_step = cfg.schedule in PER_STEP_SCHEDULES
         self.epoch = 0  # next epoch to run
         self.history: list[dict] = []
         self.best = {"top1": -1.0, "epoch": None}
         self.wall_seconds = 0.0
         self.executions: list[dict] = []  # one per process that completed an epoch of this run
+        self.started_from: dict | None = None  # the --init file: path, sha256, its origin
+        self.start_eval: dict | None = None    # test metrics of a 0-epoch run's initialization
         self.stop = StopOnSignals()
 
     # ---------------------------------------------------------------- state
@@ -197,6 +220,9 @@ class Run:
         check_model_meta(stored, {"arch": self.cfg.arch}, f"--init {path}")
         load_into_model(self.model, extract_state_dict(stored, path), progressive=True,
                         source=f"--init {path}")
+        origin = stored.get("origin") if isinstance(stored, dict) else None
+        self.started_from = {"file": str(path), "sha256": file_sha256(path),
+                             **({"origin": origin} if isinstance(origin, dict) else {})}
 
     def state(self) -> dict:
         return {"model": model_description(self.cfg), "state_dict": self.model.state_dict(),
@@ -204,6 +230,7 @@ class Run:
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
                 "history": self.history, "best": self.best, "wall_seconds": self.wall_seconds,
                 "executions": self.executions, "config": self.cfg.result_fields(),
+                "started_from": self.started_from,
                 "apot_version": __version__,
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
@@ -228,6 +255,7 @@ class Run:
         self.epoch, self.history = stored["epoch"], stored["history"]
         self.best, self.wall_seconds = stored["best"], stored["wall_seconds"]
         self.executions = stored.get("executions", [])  # absent in checkpoints before 0.1
+        self.started_from = stored.get("started_from")
         torch.set_rng_state(stored["rng"]["torch"])
         if stored["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(stored["rng"]["cuda"])
@@ -253,6 +281,8 @@ class Run:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.per_step:
+                self.scheduler.step()
             with torch.no_grad():
                 totals += torch.stack([loss.detach().double() * len(y),
                                        (logits.argmax(1) == y).sum().double(),
@@ -293,6 +323,8 @@ class Run:
               + f" of {self.cfg.epochs}"
               + (f", initialized from {self.cfg.init}" if self.cfg.init and not resumed else ""),
               file=sys.stderr, flush=True)
+        if self.cfg.epochs == 0:
+            self.evaluate_start()
         while self.epoch < self.cfg.epochs:
             lr = self.optimizer.param_groups[0]["lr"]
             started = time.perf_counter()
@@ -302,7 +334,8 @@ class Run:
             improved = row["test_top1"] > self.best["top1"]
             if improved:
                 self.best = {"top1": row["test_top1"], "epoch": self.epoch}
-            self.scheduler.step()
+            if not self.per_step:
+                self.scheduler.step()
             self.epoch += 1
             if execution["epochs"] == 0:
                 self.executions.append(execution)
@@ -314,8 +347,20 @@ class Run:
         write_text_atomic(self.out / METRICS, json.dumps(metrics, indent=2) + "\n")
         return metrics
 
+    def evaluate_start(self) -> None:
+        """0 epochs: the run is its initialization as it is (a released model taken as the
+        chain's FP32 step, as the authors start ImageNet from torchvision's weights)."""
+        started = time.perf_counter()
+        self.start_eval = self.test()
+        self.wall_seconds += time.perf_counter() - started
+        self.best = {"top1": self.start_eval["test_top1"], "epoch": None}
+        print(f"apot train: 0 epochs: the initialization as it is, test top-1 "
+              f"{self.start_eval['test_top1']:.2f}", file=sys.stderr, flush=True)
+        with self.stop.atomic():
+            self.save(improved=True)
+
     def metrics(self) -> dict:
-        last = self.history[-1]
+        last = self.history[-1] if self.history else self.start_eval
         return {"best_top1": self.best["top1"], "best_epoch": self.best["epoch"],
                 "final_top1": last["test_top1"], "final_top5": last["test_top5"],
                 "final_test_loss": last["test_loss"], "epochs": self.cfg.epochs,
@@ -323,6 +368,7 @@ class Run:
                 "seed": self.cfg.seed, "dataset": self.manifest.get("dataset"),
                 "data_source": self.manifest.get("source", {}).get("kind"),
                 **model_description(self.cfg), "init": self.cfg.init,
+                "started_from": self.started_from, "quantizer_rules": self.cfg.quantizer_rules,
                 "schedule": self.cfg.schedule, "executions": self.executions,
                 "note": ("best_top1: best test top-1 over epochs (the authors' reporting, which "
                          "selects on the test set); final_top1: the last epoch's test top-1")}

@@ -1,16 +1,19 @@
 # The authors' released CIFAR-10 ResNet-20 checkpoints (FP32, 4, 3, 2 bits), evaluated by our
-# code on this preset's prepared CIFAR-10 test split, for the report. Runs only where the files
+# code on this preset's prepared CIFAR-10 test split (AUTHORS_DATA), for the report; and staged
+# as the start of a warm chain (study key start: authors), as is torchvision's pretrained model
+# (start: torchvision; torchvision's weights API reads torch's cache or downloads, so the rule
+# stays on the submitting host, like the dataset download). Runs only where the files
 # are found (config key authors_checkpoints, or the mirror's apot-authors-checkpoints/); the
 # folder (AUTHORS_DIR) is not an input, so that reaching it another way re-runs nothing.
 
 
 rule eval_authors:
     input:
-        data=f"{data_dir('cifar10')}/manifest.json",
+        data=f"{data_dir(AUTHORS_DATA)}/manifest.json",
     output:
         f"{RESULTS}/authors/resnet20-w{{bits}}.json",
     params:
-        data=data_dir("cifar10"),
+        data=data_dir(AUTHORS_DATA),
     wildcard_constraints:
         bits="32|[2-8]",
     log:
@@ -25,3 +28,33 @@ rule eval_authors:
         "--checkpoint {AUTHORS_DIR}/res20_{wildcards.bits}bit.pth.tar --data {params.data} "
         "--split test {DEVICE_ARGS} "
         "--out {output} > {log} 2>&1"
+
+
+rule stage_authors_start:
+    output:
+        f"{RESULTS}/starts/authors-resnet20-w{{bits}}.pt",
+    wildcard_constraints:
+        bits="32|[2-8]",
+    log:
+        f"{LOGS}/starts/authors-resnet20-w{{bits}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "{APOT} stage-start --start authors --arch resnet20 "
+        "--checkpoint {AUTHORS_DIR}/res20_{wildcards.bits}bit.pth.tar --out {output} > {log} 2>&1"
+
+
+rule stage_torchvision_start:
+    output:
+        f"{RESULTS}/starts/torchvision-{{arch}}.pt",
+    log:
+        f"{LOGS}/starts/torchvision-{{arch}}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{APOT} stage-start --start torchvision --arch {wildcards.arch} --out {output} "
+        "> {log} 2>&1"

@@ -2,6 +2,7 @@
 # itself is expanded by apot.study from config.yaml, never restated here.
 import json
 import os
+import re
 import shlex
 import sys
 
@@ -10,14 +11,18 @@ from snakemake.exceptions import WorkflowError
 from apot.errors import UserError
 from apot.sources import mirror_folder
 from apot.study import AUTHORS_BITS as AUTHORS_BITS_ALL
-from apot.study import (authors_checkpoints, check_config, check_data, data_sources, expand_runs,
-                        result_config, run_path)
+from apot.study import (authors_checkpoints, check_config, check_data, check_starts,
+                        data_sources, dataset_of, expand_runs, result_config)
 
 try:
     check_config(config)
     DATA_SOURCES = data_sources(config, prepared=f"results/{config['preset']}/data")
-    SKIPPED = check_data(config, DATA_SOURCES)  # dataset -> reason it does not run
-    RUNS = {run.path: run for run in expand_runs(config, skip=tuple(SKIPPED))}
+    SKIPPED = check_data(config, DATA_SOURCES)  # prepared dataset -> reason it does not run
+    # studies whose start (a released model) cannot be had -> reason
+    SKIPPED_STUDIES = check_starts(config, expand_runs(config, skip=tuple(SKIPPED)),
+                                   f"results/{config['preset']}")
+    RUNS = {run.path: run for run in expand_runs(config, skip=tuple(SKIPPED),
+                                                 skip_studies=tuple(SKIPPED_STUDIES))}
 except UserError as error:
     raise WorkflowError(f"config.yaml: {error}") from None
 
@@ -25,13 +30,30 @@ PRESET = config["preset"]
 RESULTS = f"results/{PRESET}"
 LOGS = f"logs/{PRESET}"
 BENCHMARKS = f"benchmarks/{PRESET}"
-DATASETS = sorted({run.dataset for run in RUNS.values()})
+DATA_NAMES = sorted({run.data for run in RUNS.values()})
 QUANTIZED_RUNS = [path for path, run in RUNS.items() if run.scheme != "fp32"]
-# The authors' released CIFAR-10 ResNet-20 checkpoints, evaluated when CIFAR-10 runs: those
-# found now, and those already evaluated (whose result stands without the files, as a
-# prepared dataset stands without its archive). Where they were found is passed outside params
-# and inputs, like the data source: a moved or unset mirror must not re-run anything.
-AUTHORS = authors_checkpoints(config) if "cifar10" in DATASETS else {}
+
+
+def path_pattern(paths):
+    """A wildcard constraint matching exactly these run paths (none: matches nothing)."""
+    return "|".join(re.escape(p) for p in sorted(paths)) or "(?!x)x"
+
+
+FP32_PATTERN = path_pattern(p for p, run in RUNS.items() if run.scheme == "fp32")
+QUANTIZED_PATTERN = path_pattern(QUANTIZED_RUNS)
+# Released models the warm chains start from, staged under results/<preset>/starts/.
+STARTS = sorted({run.init_start for run in RUNS.values()
+                 if run.init_start and run.init_start.startswith("starts/")})
+# The authors' released CIFAR-10 ResNet-20 checkpoints: evaluated on the preset's prepared
+# "cifar10" dataset (else the first prepared CIFAR-10 one) when CIFAR-10 runs, and staged as a
+# chain's start where a study starts from them. Those found now count, and those already
+# evaluated (whose result stands without the files, as a prepared dataset stands without its
+# archive). Where they were found is passed outside params and inputs, like the data source: a
+# moved or unset mirror must not re-run anything.
+_CIFAR10_DATA = [d for d in DATA_NAMES if dataset_of(config["presets"][PRESET], d) == "cifar10"]
+AUTHORS_DATA = ("cifar10" if "cifar10" in _CIFAR10_DATA
+                else _CIFAR10_DATA[0] if _CIFAR10_DATA else None)
+AUTHORS = authors_checkpoints(config)
 AUTHORS_DIR = shlex.quote(os.path.dirname(next(iter(AUTHORS.values())))) if AUTHORS else "''"
 
 
@@ -41,7 +63,7 @@ def authors_result(bits):
 
 AUTHORS_BITS = sorted(
     {*AUTHORS, *(b for b in AUTHORS_BITS_ALL if os.path.isfile(authors_result(b)))}
-    if "cifar10" in DATASETS else (), reverse=True)
+    if AUTHORS_DATA else (), reverse=True)
 # The apot command line of the interpreter running Snakemake: no reliance on PATH, also in
 # cluster jobs (which share this file system).
 APOT = f"{shlex.quote(sys.executable)} -m apot"
@@ -50,15 +72,12 @@ TRAIN_GPUS = 0 if config["device"] == "cpu" else 1
 
 # Light jobs, and the download (compute nodes are often offline), stay on the submitting host
 # when a cluster profile is used.
-localrules: prepare_data, cost_tables, run_cost, summarize, report, all
+localrules: prepare_data, stage_authors_start, stage_torchvision_start, cost_tables, run_cost, summarize, report, all
 
 wildcard_constraints:
-    dataset="cifar10|cifar100|imagenet",
+    data="[A-Za-z0-9_-]+",
     arch="resnet[0-9]+",
-    schedule="multistep|cosine",
-    scheme="apot|pot|uniform",
     bits="[2-8]",
-    seed="[0-9]+",
 
 
 def data_dir(dataset):
@@ -86,18 +105,19 @@ def cost_args(run):
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
-def run_of(wildcards, scheme, bits):
-    path = run_path(wildcards.dataset, wildcards.arch, wildcards.schedule, scheme, bits,
-                    wildcards.seed)
-    if path not in RUNS:
-        raise WorkflowError(f"run {path} is not part of preset {PRESET} (see config.yaml)")
-    return RUNS[path]
+def run_of(wildcards):
+    if wildcards.run not in RUNS:
+        raise WorkflowError(f"run {wildcards.run} is not part of preset {PRESET} "
+                            f"(see config.yaml)")
+    return RUNS[wildcards.run]
 
 
 def subset_args(wildcards):
-    """apot prepare-data flags that define a prepared dataset: its class-balanced subset."""
-    settings = config["presets"][PRESET]["datasets"][wildcards.dataset]
-    args = ["--seed", settings["subset_seed"]]
+    """apot prepare-data flags that define a prepared dataset: its source dataset and its
+    class-balanced subset."""
+    settings = config["presets"][PRESET]["datasets"][wildcards.data]
+    args = ["--dataset", dataset_of(config["presets"][PRESET], wildcards.data),
+            "--seed", settings["subset_seed"]]
     for key in ("train_per_class", "test_per_class"):
         if settings[key] is not None:
             args += [f"--{key.replace('_', '-')}", settings[key]]
@@ -123,27 +143,39 @@ SOURCE_ARGS = source_args()
 DEVICE_ARGS = f"--device {shlex.quote(config['device'])}"
 
 
+def start_path(run):
+    """The checkpoint the first step of a warm chain starts from: the staged copy of a released
+    model, or the study's own file; None for every other run."""
+    start = run.init_start
+    return None if start is None else f"{RESULTS}/{start}" if start.startswith("starts/") \
+        else start
+
+
 def train_args(run):
-    """apot train flags of one run: its settings, data, folder and progressive start."""
-    args = ["--arch", run.arch, "--data", data_dir(run.dataset), "--out", run_dir(run.path)]
+    """apot train flags of one run: its settings, data, folder and start (its parent's best
+    weights, a released model, or nothing)."""
+    args = ["--arch", run.arch, "--data", data_dir(run.data), "--out", run_dir(run.path)]
     for key, value in run.train.items():
         flag = "--" + key.replace("_", "-")
         args += [flag, *value] if isinstance(value, list) else [flag, value]
     if run.parent is not None:
         args += ["--init", f"{run_dir(run.parent)}/best.pt"]
+    elif start_path(run) is not None:
+        args += ["--init", start_path(run)]
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
-def train_inputs(scheme, bits):
-    """Input function: the prepared dataset and, for a quantized run, its parent's metrics
-    (written last, so a parent counts as done only when it completed)."""
-    def inputs(wildcards):
-        run = run_of(wildcards, scheme(wildcards), bits(wildcards))
-        found = {"data": f"{data_dir(run.dataset)}/manifest.json"}
-        if run.parent is not None:
-            found["parent"] = run_metrics(run.parent)
-        return found
-    return inputs
+def train_inputs(wildcards):
+    """Input function: the prepared dataset; for a quantized run its parent's metrics (written
+    last, so a parent counts as done only when it completed); for a warm chain's first step
+    the staged start."""
+    run = run_of(wildcards)
+    found = {"data": f"{data_dir(run.data)}/manifest.json"}
+    if run.parent is not None:
+        found["parent"] = run_metrics(run.parent)
+    elif start_path(run) is not None:
+        found["start"] = start_path(run)
+    return found
 
 
 def study_json():
@@ -151,4 +183,5 @@ def study_json():
     left out (with the reason the report prints). Not where the data came from: that changes
     once a dataset is prepared (and would re-run the summary); the manifests record it."""
     return json.dumps({"config": result_config(config), "skipped": SKIPPED,
-                       "runs": sorted(RUNS), "authors_bits": AUTHORS_BITS}, sort_keys=True)
+                       "skipped_studies": SKIPPED_STUDIES, "authors_bits": AUTHORS_BITS,
+                       "authors_data": AUTHORS_DATA}, sort_keys=True)

@@ -22,13 +22,15 @@ rule cost_tables:
 
 rule run_cost:
     input:
-        f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{schedule}}/{{scheme}}-w{{bits}}/seed{{seed}}/metrics.json",
+        f"{RESULTS}/runs/{{run}}/metrics.json",
     output:
-        f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{schedule}}/{{scheme}}-w{{bits}}/seed{{seed}}/cost.json",
+        f"{RESULTS}/runs/{{run}}/cost.json",
     params:
-        args=lambda w: cost_args(run_of(w, w.scheme, w.bits)),
+        args=lambda w: cost_args(run_of(w)),
+    wildcard_constraints:
+        run=QUANTIZED_PATTERN,
     log:
-        f"{LOGS}/runs/{{dataset}}/{{arch}}/{{schedule}}/{{scheme}}-w{{bits}}/seed{{seed}}.cost.log",
+        f"{LOGS}/runs/{{run}}.cost.log",
     threads: 1
     resources:
         mem_mb=4000,

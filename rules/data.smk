@@ -1,19 +1,20 @@
-# Stage 1: datasets. One prepared folder per dataset of the preset (uint8 tensors + manifest
-# with the source and its sha256; for ImageNet a manifest of the folder).
+# Stage 1: datasets. One prepared folder per dataset of the preset, by its name in the preset's
+# datasets (uint8 tensors + manifest with the source and its sha256; for ImageNet a manifest of
+# the folder).
 
 
 rule prepare_data:
     output:
-        f"{RESULTS}/data/{{dataset}}/manifest.json",
+        f"{RESULTS}/data/{{data}}/manifest.json",
     params:
         subset=subset_args,
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
-        f"{LOGS}/data/{{dataset}}.log",
+        f"{LOGS}/data/{{data}}.log",
     threads: 1
     resources:
         mem_mb=6000,
         runtime=60,
     shell:
-        "{APOT} prepare-data --dataset {wildcards.dataset} --out {params.out} {params.subset} "
+        "{APOT} prepare-data --out {params.out} {params.subset} "
         "{SOURCE_ARGS} > {log} 2>&1"

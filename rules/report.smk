@@ -5,7 +5,7 @@
 rule summarize:
     input:
         runs=[run_metrics(path) for path in RUNS],
-        data=[f"{data_dir(d)}/manifest.json" for d in DATASETS],
+        data=[f"{data_dir(d)}/manifest.json" for d in DATA_NAMES],
         cost=f"{RESULTS}/cost.json",
         run_costs=[run_cost(path) for path in QUANTIZED_RUNS],
         authors=[authors_result(bits) for bits in AUTHORS_BITS],

@@ -1,5 +1,7 @@
-# Stage 2: training. FP32 baselines from scratch; each quantized run starts from the run before
-# it in its chain (4-bit from FP32, 3 from 4, 2 from 3). Only metrics.json, written when a run
+# Stage 2: training. FP32 baselines from scratch, or from a released model (a warm chain: the
+# staged start); each quantized run starts from the run before it in its chain (4-bit from
+# FP32, 3 from 4, 2 from 3). {run} is a run's folder under runs/ (apot.study.run_path),
+# constrained to the preset's runs. Only metrics.json, written when a run
 # completes, is declared: the run folder's checkpoint.pt must survive a killed or pre-empted
 # job (Snakemake deletes the declared outputs of incomplete jobs), so re-running the workflow
 # resumes the run from its last completed epoch.
@@ -7,15 +9,17 @@
 
 rule train_fp32:
     input:
-        unpack(train_inputs(lambda w: "fp32", lambda w: 32)),
+        unpack(train_inputs),
     output:
-        f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{schedule}}/fp32-w32/seed{{seed}}/metrics.json",
+        f"{RESULTS}/runs/{{run}}/metrics.json",
     params:
-        args=lambda w: train_args(run_of(w, "fp32", 32)),
+        args=lambda w: train_args(run_of(w)),
+    wildcard_constraints:
+        run=FP32_PATTERN,
     log:
-        f"{LOGS}/runs/{{dataset}}/{{arch}}/{{schedule}}/fp32-w32/seed{{seed}}.log",
+        f"{LOGS}/runs/{{run}}.log",
     benchmark:
-        f"{BENCHMARKS}/runs/{{dataset}}/{{arch}}/{{schedule}}/fp32-w32/seed{{seed}}.tsv"
+        f"{BENCHMARKS}/runs/{{run}}.tsv"
     threads: config["train_threads"]
     resources:
         gpu=TRAIN_GPUS,
@@ -27,15 +31,17 @@ rule train_fp32:
 
 rule train_quantized:
     input:
-        unpack(train_inputs(lambda w: w.scheme, lambda w: w.bits)),
+        unpack(train_inputs),
     output:
-        f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{schedule}}/{{scheme}}-w{{bits}}/seed{{seed}}/metrics.json",
+        f"{RESULTS}/runs/{{run}}/metrics.json",
     params:
-        args=lambda w: train_args(run_of(w, w.scheme, w.bits)),
+        args=lambda w: train_args(run_of(w)),
+    wildcard_constraints:
+        run=QUANTIZED_PATTERN,
     log:
-        f"{LOGS}/runs/{{dataset}}/{{arch}}/{{schedule}}/{{scheme}}-w{{bits}}/seed{{seed}}.log",
+        f"{LOGS}/runs/{{run}}.log",
     benchmark:
-        f"{BENCHMARKS}/runs/{{dataset}}/{{arch}}/{{schedule}}/{{scheme}}-w{{bits}}/seed{{seed}}.tsv"
+        f"{BENCHMARKS}/runs/{{run}}.tsv"
     threads: config["train_threads"]
     resources:
         gpu=TRAIN_GPUS,

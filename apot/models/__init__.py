@@ -32,11 +32,13 @@ ARCHS: dict[str, tuple[Callable[[int], nn.Module], int, int]] = {
 
 def build_model(arch: str, num_classes: int | None = None, bits: int = FLOAT_BITS,
                 scheme: str = "apot", k: int = 2, first_last: str = "8bit",
-                **alpha_init: float) -> nn.Module:
+                rules: str = "cifar", **alpha_init: float | None) -> nn.Module:
     """Build ``arch``; with bits < 32 (or first_last="8bit") convert it to quantized form.
 
     ``bits=32, first_last="float"`` is a plain float network; ``bits=32, first_last="8bit"``
-    is the authors' float baseline (8-bit first and last layers).
+    is the authors' float baseline (8-bit first and last layers). ``rules`` ("cifar" or
+    "imagenet") and ``act_alpha`` / ``wgt_alpha`` (``None``: the rules' default) go to
+    ``quantize_model``.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
@@ -44,4 +46,4 @@ def build_model(arch: str, num_classes: int | None = None, bits: int = FLOAT_BIT
     model = make(num_classes or default_classes)
     if bits == FLOAT_BITS and first_last == "float":
         return model
-    return quantize_model(model, bits, scheme, k, first_last, **alpha_init)
+    return quantize_model(model, bits, scheme, k, first_last, rules, **alpha_init)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from .levels import _check_bits
-from .modules import EightBitConv2d, EightBitLinear, QuantConv2d
+from .modules import EightBitConv2d, EightBitLinear, QuantConv2d, check_rules
 
 FLOAT_BITS = 32
 FIRST_LAST_POLICIES = ("8bit", "float")
@@ -25,7 +25,8 @@ def first_and_last(model: nn.Module) -> tuple[str, str]:
 
 
 def quantize_model(model: nn.Module, bits: int, scheme: str = "apot", k: int = 2,
-                   first_last: str = "8bit", **alpha_init: float) -> nn.Module:
+                   first_last: str = "8bit", rules: str = "cifar",
+                   **alpha_init: float | None) -> nn.Module:
     """Replace a float model's layers by quantized ones and return the same model.
 
     Args:
@@ -36,7 +37,10 @@ def quantize_model(model: nn.Module, bits: int, scheme: str = "apot", k: int = 2
         k: APoT base bit-width.
         first_last: "8bit" (authors' policy: first conv and last linear get 8-bit weights and
             full-precision inputs) or "float".
-        alpha_init: optional ``act_alpha`` / ``wgt_alpha`` initial clipping thresholds.
+        rules: "cifar" or "imagenet": whose quantizer gradients (and default activation
+            alpha init) the quantized convs use; see ``modules.QUANTIZER_RULES``.
+        alpha_init: optional ``act_alpha`` / ``wgt_alpha`` initial clipping thresholds; a
+            missing or ``None`` one takes the default (for ``act_alpha``: the rules' value).
     Existing parameters are kept, so a trained float model becomes its quantized
     initialization (the first step of the progressive FP32 -> 4 -> 3 -> 2 chain).
     """
@@ -44,6 +48,7 @@ def quantize_model(model: nn.Module, bits: int, scheme: str = "apot", k: int = 2
         _check_bits(bits)
     if first_last not in FIRST_LAST_POLICIES:
         raise ValueError(f"first_last must be one of {FIRST_LAST_POLICIES}, got {first_last!r}")
+    check_rules(rules)  # also for float models, so that a typo never passes silently
     if any(isinstance(m, (QuantConv2d, EightBitConv2d, EightBitLinear)) for m in model.modules()):
         raise ValueError("model is already quantized; build a float model and convert it once")
     first, last = first_and_last(model)
@@ -56,5 +61,5 @@ def quantize_model(model: nn.Module, bits: int, scheme: str = "apot", k: int = 2
                 _set_submodule(model, name, EightBitLinear.from_float(module))
         elif isinstance(module, nn.Conv2d) and bits != FLOAT_BITS:
             _set_submodule(model, name, QuantConv2d.from_float(
-                module, bits=bits, scheme=scheme, k=k, **alpha_init))
+                module, bits=bits, scheme=scheme, k=k, rules=rules, **alpha_init))
     return model

@@ -280,17 +280,22 @@ class ActivationQuantFn(torch.autograd.Function):
 class WeightQuantFn(torch.autograd.Function):
     """RCF weight quantizer on normalized weights: alpha * sign(c) * Pi(|c|), c = clip(w/alpha).
 
-    Gradients as the authors' CIFAR code: d out / d w = 1 everywhere (not clipped);
-    d out / d alpha = sign(w) where |w| > alpha, Pi(w/alpha) - w/alpha elsewhere
-    (Pi here is the signed projection). Weight tensors are small, so clarity wins over speed.
+    d out / d alpha = sign(w) where |w| > alpha, Pi(w/alpha) - w/alpha elsewhere (Pi here is
+    the signed projection), in both of the authors' code trees.
+    d out / d w = 1 everywhere by default (the authors' CIFAR code, and their ImageNet code's
+    2-bit "calibrated gradient"); with ``clip_grad`` it is 0 where |w| > alpha (their ImageNet
+    code at 3+ bits, whose clamp sits before the straight-through estimator).
+    Weight tensors are small, so clarity wins over speed.
     """
 
     @staticmethod
-    def forward(ctx, w: torch.Tensor, alpha: torch.Tensor, project: Projector) -> torch.Tensor:
+    def forward(ctx, w: torch.Tensor, alpha: torch.Tensor, project: Projector,
+                clip_grad: bool = False) -> torch.Tensor:
         scaled = w / alpha
         clipped = scaled.clamp(-1, 1)
         q = project(clipped.abs()).mul_(clipped.sign())
         ctx.save_for_backward(scaled, q)
+        ctx.clip_grad = clip_grad
         return q * alpha
 
     @staticmethod
@@ -298,16 +303,19 @@ class WeightQuantFn(torch.autograd.Function):
         scaled, q = ctx.saved_tensors
         outside = scaled.abs() > 1
         d_alpha = torch.where(outside, scaled.sign(), q - scaled)
-        return grad_out.clone(), (grad_out * d_alpha).sum().reshape(()), None
+        grad_w = grad_out.masked_fill(outside, 0.0) if ctx.clip_grad else grad_out.clone()
+        return grad_w, (grad_out * d_alpha).sum().reshape(()), None, None
 
 
-def normalize_weight(w: torch.Tensor) -> torch.Tensor:
+def normalize_weight(w: torch.Tensor, stats_grad: bool = False) -> torch.Tensor:
     """Per-tensor weight normalization (w - mean) / std, std unbiased, no epsilon.
 
-    Mean and std are taken from ``w.detach()`` (constants for autograd), as in the authors'
-    CIFAR code, so d out / d w = 1 / std.
+    By default mean and std are taken from ``w.detach()`` (constants for autograd), as in the
+    authors' CIFAR code, so d out / d w = 1 / std. ``stats_grad=True`` keeps them in the graph,
+    as the authors' ImageNet code (``weight.mean()``, ``weight.std()``) does; the value is the
+    same bit for bit, only the gradient differs.
     """
-    data = w.detach()
+    data = w if stats_grad else w.detach()
     return (w - data.mean()) / data.std()
 
 

@@ -14,7 +14,22 @@ from .functional import (ActivationQuantFn, WeightQuantFn, eight_bit_weight, nor
 from .levels import _check_bits, check_k, check_scheme
 
 ACT_ALPHA_INIT = 8.0   # authors' CIFAR value (ImageNet: 6.0)
-WGT_ALPHA_INIT = 3.0   # about 3 sigma after weight normalization
+WGT_ALPHA_INIT = 3.0   # about 3 sigma after weight normalization, in both code trees
+
+# The authors' two quantizer implementations. Forward values are identical; they differ in
+# the weight gradient and the activation alpha init:
+#   "cifar":    WN mean/std detached; weight STE never clipped.
+#   "imagenet": WN mean/std in the graph; weight STE clipped outside +-alpha from 3 bits on,
+#               unclipped at 2 bits (their "calibrated gradient").
+QUANTIZER_RULES = ("cifar", "imagenet")
+ACT_ALPHA_INIT_BY_RULES = {"cifar": ACT_ALPHA_INIT, "imagenet": 6.0}
+
+
+def check_rules(rules: str) -> None:
+    """Raise ValueError naming the allowed values unless ``rules`` is one of them."""
+    if rules not in QUANTIZER_RULES:
+        raise ValueError(f"unknown quantizer rules {rules!r}; choose one of "
+                         f"{', '.join(QUANTIZER_RULES)}")
 
 
 class ActivationQuantizer(nn.Module):
@@ -43,47 +58,62 @@ class WeightQuantizer(nn.Module):
     """Signed b-bit quantizer: per-tensor weight normalization, then RCF with ``alpha``.
 
     At 2 bits there is one magnitude bit, so every scheme gives the ternary set {-1, 0, 1}
-    (times alpha), the authors' 2-bit weights.
+    (times alpha), the authors' 2-bit weights. ``rules`` picks the gradients of the authors'
+    "cifar" or "imagenet" code (see ``QUANTIZER_RULES``); the value is the same for both.
     """
 
     def __init__(self, bits: int, scheme: str = "apot", k: int = 2,
-                 alpha: float = WGT_ALPHA_INIT):
+                 alpha: float = WGT_ALPHA_INIT, rules: str = "cifar"):
         super().__init__()
         _check_bits(bits)
         check_scheme(scheme)
         check_k(k)
+        check_rules(rules)
         if bits < 2:
             raise ValueError("signed weights need at least 2 bits (a sign and a magnitude bit)")
-        self.bits, self.scheme, self.k = bits, scheme, k
+        self.bits, self.scheme, self.k, self.rules = bits, scheme, k, rules
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
         self.projector = shared_projector(scheme, bits - 1, k)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return WeightQuantFn.apply(normalize_weight(w), self.alpha, self.projector)
+        imagenet = self.rules == "imagenet"
+        return WeightQuantFn.apply(normalize_weight(w, stats_grad=imagenet), self.alpha,
+                                   self.projector, imagenet and self.bits > 2)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, scheme={self.scheme}, k={self.k}"
+        return f"bits={self.bits}, scheme={self.scheme}, k={self.k}, rules={self.rules}"
 
 
 class QuantConv2d(nn.Conv2d):
     """Conv2d whose weights and input activations are both quantized to ``bits``.
 
     The output is in the normalized-weight domain (weights have unit std), as in the authors'
-    code; the following BatchNorm absorbs the scale.
+    code; the following BatchNorm absorbs the scale. ``act_alpha=None`` takes the rules'
+    activation init (``ACT_ALPHA_INIT_BY_RULES``), ``wgt_alpha=None`` ``WGT_ALPHA_INIT``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias: bool = False, *, bits: int = 4,
-                 scheme: str = "apot", k: int = 2, act_alpha: float = ACT_ALPHA_INIT,
-                 wgt_alpha: float = WGT_ALPHA_INIT):
+                 scheme: str = "apot", k: int = 2, act_alpha: float | None = None,
+                 wgt_alpha: float | None = None, rules: str = "cifar"):
+        check_rules(rules)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
                          groups, bias)
-        self.weight_quantizer = WeightQuantizer(bits, scheme, k, wgt_alpha)
+        if act_alpha is None:
+            act_alpha = ACT_ALPHA_INIT_BY_RULES[rules]
+        if wgt_alpha is None:
+            wgt_alpha = WGT_ALPHA_INIT
+        self.weight_quantizer = WeightQuantizer(bits, scheme, k, wgt_alpha, rules)
+        # Activations follow the same rules in both code trees; only their alpha init differs.
         self.act_quantizer = ActivationQuantizer(bits, scheme, k, act_alpha)
 
     @property
     def bits(self) -> int:
         return self.weight_quantizer.bits
+
+    @property
+    def rules(self) -> str:
+        return self.weight_quantizer.rules
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.act_quantizer(x), self.weight_quantizer(self.weight),

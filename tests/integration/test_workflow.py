@@ -34,14 +34,31 @@ def fake_mirror(tmp_path):
     return mirror, imagenet
 
 
-def test_paper_preset_dry_run_lists_exactly_the_study(workflow, fake_mirror):
+@pytest.fixture
+def torch_cache(tmp_path):
+    """torch's hub cache holding (a stand-in for) torchvision's pretrained ResNet-18 file."""
+    home = tmp_path / "torch-home"
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    (home / "hub" / "checkpoints" / "resnet18-f37072fd.pth").write_bytes(b"not read by a dry run")
+    return home
+
+
+def test_paper_preset_dry_run_lists_exactly_the_study(workflow, fake_mirror, torch_cache):
     mirror, imagenet = fake_mirror
     out = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}",
-                    f"imagenet_root={imagenet}").stdout
+                    f"imagenet_root={imagenet}", TORCH_HOME=str(torch_cache)).stdout
     # CIFAR-10: ResNet-20/56 MultiStepLR + ResNet-20 cosine = 3 chains; CIFAR-100: 2 chains;
-    # each chain = FP32 + 4/3/2-bit. ImageNet: ResNet-18 FP32 + 5-bit.
-    assert job_counts(out) == {"prepare_data": 3, "train_fp32": 6, "train_quantized": 16,
-                               "run_cost": 16, "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
+    # each chain = FP32 + 4/3/2-bit. ImageNet: ResNet-18 FP32 (torchvision's pretrained
+    # weights as they are, as the authors) + 5-bit.
+    assert job_counts(out) == {"prepare_data": 3, "stage_torchvision_start": 1, "train_fp32": 6,
+                               "train_quantized": 16, "run_cost": 16, "cost_tables": 1,
+                               "summarize": 1, "report": 1, "all": 1}
+    imagenet_fp32 = ("results/paper/runs/imagenet/resnet18/from-torchvision/multistep/fp32-w32/"
+                     "seed0/metrics.json")
+    assert job_inputs(out, imagenet_fp32) == ["results/paper/data/imagenet/manifest.json",
+                                              "results/paper/starts/torchvision-resnet18.pt"]
+    assert "--init results/paper/starts/torchvision-resnet18.pt" in out
+    assert "--epochs 0" in out and "--quantizer-rules imagenet" in out
     # progressive chains are rule inputs: 3-bit starts from 4-bit, 4-bit from FP32
     run = "results/paper/runs/cifar10/resnet56/multistep/{}/seed0/metrics.json"
     assert job_inputs(out, run.format("apot-w3")) == [
@@ -58,6 +75,19 @@ def test_paper_preset_dry_run_lists_exactly_the_study(workflow, fake_mirror):
                for path in line.strip().split(": ", 1)[1].split(", ")]
     assert len(written) > 100 and not [p for p in written if p.startswith("/") or ".." in p]
     assert not re.search(r"(^|[\s;&|(])dvc\s", out, re.M)
+
+
+def test_imagenet_start_offline_without_the_cached_file_stops_before_any_job(
+        workflow, fake_mirror, tmp_path):
+    mirror, imagenet = fake_mirror
+    done = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}",
+                     f"imagenet_root={imagenet}", TORCH_HOME=str(tmp_path / "empty-torch"),
+                     check=False)
+    message = done.stdout + done.stderr
+    assert done.returncode != 0 and not job_counts(message)
+    assert "study imagenet starts from torchvision" in message
+    assert str(tmp_path / "empty-torch/hub/checkpoints/resnet18-f37072fd.pth") in message
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
 
 
 def test_paper_preset_without_imagenet_and_with_scheme_ablation(workflow, fake_mirror):
@@ -77,17 +107,25 @@ def test_paper_preset_without_imagenet_and_with_scheme_ablation(workflow, fake_m
 def test_quick_is_the_default_preset(workflow, shared_data):
     out = snakemake(workflow, "-n", "--config", "on_missing_data=skip",
                     APOT_DATA_MIRROR=str(shared_data)).stdout
-    assert "results/quick/runs/cifar10/resnet56/multistep/apot-w2/seed0" in out
-    assert job_counts(out) == {"prepare_data": 1, "train_fp32": 3, "train_quantized": 9,
-                               "run_cost": 9, "cost_tables": 1, "eval_authors": 4,
-                               "summarize": 1, "report": 1, "all": 1}
+    # the warm study on all of CIFAR-10 (FP32 control + APoT/uniform/PoT 4 -> 3 -> 2 from the
+    # authors' FP32 model) and the reduced from-scratch chains (MultiStepLR, cosine) on 10 %
+    warm = "results/quick/runs/cifar10/resnet20/from-authors/cosine_steps/{}/seed0/metrics.json"
+    assert job_inputs(out, warm.format("fp32-w32")) == [
+        "results/quick/data/cifar10/manifest.json", "results/quick/starts/authors-resnet20-w32.pt"]
+    assert job_inputs(out, warm.format("uniform-w4"))[1] == warm.format("fp32-w32")
+    assert job_inputs(out, "results/quick/runs/cifar10/resnet20/multistep/apot-w4/seed0/"
+                      "metrics.json")[0] == "results/quick/data/cifar10_small/manifest.json"
+    assert "resnet56" not in out
+    assert job_counts(out) == {"prepare_data": 2, "stage_authors_start": 1, "train_fp32": 3,
+                               "train_quantized": 15, "run_cost": 15, "cost_tables": 1,
+                               "eval_authors": 4, "summarize": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize("edit, key, words", [
     (lambda c: c["presets"]["paper"]["studies"]["cifar10"]["chain"][1].update(bits=9),
      "['chain'][1]['bits']", "9 is not one of"),
     (lambda c: c["presets"]["smoke"]["studies"]["cifar10"]["archs"].append("resnet99"),
-     "['archs'][2]", "resnet99"),
+     "['archs'][1]", "resnet99"),
     (lambda c: c["presets"]["quick"]["studies"]["cifar10"].update(epochs=0),
      "['epochs']", "less than the minimum"),
     (lambda c: c["presets"]["paper"]["studies"]["cifar10"].update(milestones=[150, 300]),
@@ -127,9 +165,9 @@ def test_dataset_without_source_stops_the_run_unless_skipped(workflow, tmp_path)
 
 def test_smoke_preset_runs_end_to_end(smoke_study):
     folder, output = smoke_study
-    assert job_counts(output) == {"prepare_data": 1, "train_fp32": 3, "train_quantized": 9,
-                                  "run_cost": 9, "cost_tables": 1, "eval_authors": 4,
-                                  "summarize": 1, "report": 1, "all": 1}
+    assert job_counts(output) == {"prepare_data": 1, "stage_authors_start": 1, "train_fp32": 3,
+                                  "train_quantized": 9, "run_cost": 9, "cost_tables": 1,
+                                  "eval_authors": 4, "summarize": 1, "report": 1, "all": 1}
     runs = folder / "results/smoke/runs"
     metrics = sorted(runs.rglob("metrics.json"))
     assert len(metrics) == 12
@@ -138,8 +176,16 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
         assert (path.parent / "best.pt").is_file() and (path.parent / "history.csv").is_file()
     # one log and one benchmark per training job, mirroring the results
     assert (folder / "logs/smoke/runs/cifar10/resnet20/cosine/apot-w2/seed0.log").is_file()
-    assert (folder / "benchmarks/smoke/runs/cifar10/resnet56/multistep/fp32-w32/seed0.tsv"
-            ).is_file()
+    assert (folder / "benchmarks/smoke/runs/cifar10/resnet20/from-authors/cosine_steps/fp32-w32/"
+                     "seed0.tsv").is_file()
+    # the warm chain starts from the authors' released FP32 model, staged with its origin
+    warm = json.loads((runs / "cifar10/resnet20/from-authors/cosine_steps/fp32-w32/seed0/"
+                       "metrics.json").read_text())
+    origin = warm["started_from"]["origin"]
+    assert origin["kind"] == "authors" and origin["file"].endswith("res20_32bit.pth.tar")
+    assert origin["sha256"].startswith("f2d107bcd63c")
+    assert warm["started_from"]["file"] == "results/smoke/starts/authors-resnet20-w32.pt"
+    assert "Warm start: our fine-tunes" in html
     html = (folder / "report/build/report.html").read_text()
     assert (folder / "report/build/report.pdf").read_bytes().startswith(b"%PDF")
     assert "REDUCED SCALE" in html

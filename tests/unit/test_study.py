@@ -41,9 +41,32 @@ def test_paper_preset_chains_follow_the_authors_recipe():
     assert fp32.parent is None and (fp32.train["lr"], fp32.train["weight_decay"]) == (0.1, 5e-4)
     assert runs["cifar10/resnet20/cosine/apot-w4/seed0"].parent == \
         "cifar10/resnet20/cosine/fp32-w32/seed0"
-    imagenet = runs["imagenet/resnet18/multistep/apot-w5/seed0"]
+    assert two_bit.train["quantizer_rules"] == "cifar" and two_bit.init_start is None
+    # ImageNet as the authors ran it: torchvision's pretrained FP32 model as it is, then 5-bit
+    imagenet = runs["imagenet/resnet18/from-torchvision/multistep/apot-w5/seed0"]
     assert imagenet.train["batch_size"] == 256 and imagenet.train["act_alpha_lr"] == 0.01
-    assert runs["imagenet/resnet18/multistep/fp32-w32/seed0"].train["milestones"] == [30, 60]
+    assert imagenet.train["quantizer_rules"] == "imagenet"
+    fp32 = runs["imagenet/resnet18/from-torchvision/multistep/fp32-w32/seed0"]
+    assert fp32.train["epochs"] == 0 and fp32.train["milestones"] == []
+    assert fp32.init_start == "starts/torchvision-resnet18.pt" and imagenet.init_start is None
+    assert imagenet.parent == fp32.path
+
+
+def test_quick_preset_warm_study_starts_every_scheme_from_one_fp32_control():
+    runs = {r.path: r for r in expand_runs(config())}
+    warm = {p: r for p, r in runs.items() if r.start == "authors"}
+    assert len(warm) == 1 + 3 * 3
+    control = warm["cifar10/resnet20/from-authors/cosine_steps/fp32-w32/seed0"]
+    assert control.init_start == "starts/authors-resnet20-w32.pt" and control.parent is None
+    assert control.data == "cifar10" and control.train["epochs"] == 1
+    for scheme in ("apot", "uniform", "pot"):
+        four = warm[f"cifar10/resnet20/from-authors/cosine_steps/{scheme}-w4/seed0"]
+        assert four.parent == control.path and four.init_start is None
+        assert warm[f"cifar10/resnet20/from-authors/cosine_steps/{scheme}-w2/seed0"].parent == \
+            f"cifar10/resnet20/from-authors/cosine_steps/{scheme}-w3/seed0"
+    scratch = runs["cifar10/resnet20/multistep/apot-w4/seed0"]
+    assert scratch.data == "cifar10_small" and scratch.start == "scratch"
+    assert not any(r.arch == "resnet56" and r.dataset == "cifar10" for r in runs.values())
 
 
 def test_scheme_ablation_adds_chains_from_the_same_baseline_and_seeds_multiply():
@@ -77,7 +100,26 @@ def test_scheme_ablation_adds_chains_from_the_same_baseline_and_seeds_multiply()
     (lambda c: c["presets"]["smoke"]["studies"]["cifar10"].update(archs=["resnet18"]),
      "resnet18 does not fit dataset cifar10"),
     (lambda c: c["presets"]["smoke"]["datasets"].pop("cifar100"),
-     "'cifar100' is not listed under presets.smoke.datasets"),
+     "config key presets.smoke.studies.cifar100.dataset: 'cifar100' is not listed under the "
+     "preset's datasets"),
+    (lambda c: c["presets"]["quick"]["studies"]["cifar10"].update(data="cifar100"),
+     "presets.quick.studies.cifar10.data: 'cifar100' is prepared from cifar100, not from"),
+    (lambda c: c["presets"]["quick"]["studies"]["cifar10"].update(data="nope"),
+     "presets.quick.studies.cifar10.data: 'nope' is not listed"),
+    (lambda c: c["presets"]["quick"]["datasets"].update(mine={"train_per_class": 5}),
+     "presets.quick.datasets.mine: name the dataset it is prepared from"),
+    (lambda c: c["presets"]["quick"]["studies"]["warm"].update(archs=["resnet56"]),
+     "studies.warm.start: the authors released CIFAR-10 resnet20 checkpoints only"),
+    (lambda c: c["presets"]["quick"]["studies"]["cifar10"].update(start="torchvision"),
+     "studies.cifar10.start: torchvision's pretrained weights are ImageNet models"),
+    (lambda c: c["presets"]["quick"]["studies"]["warm"]["chain"][1].update(epochs=0),
+     "studies.warm.chain[1].epochs: 0 epochs (evaluate the start as it is) only fits the first"),
+    (lambda c: c["presets"]["quick"]["studies"]["cifar10"]["chain"][0].update(epochs=0),
+     "studies.cifar10.chain[0].epochs: 0 epochs"),
+    (lambda c: c["presets"]["quick"]["studies"]["warm"].update(schemes=["apot", "lloyd"]),
+     "'lloyd' is not one of ['apot', 'pot', 'uniform']"),
+    (lambda c: c["presets"]["quick"]["studies"]["warm"].update(quantizer_rules="tf"),
+     "'tf' is not one of ['cifar', 'imagenet']"),
 ])
 def test_invalid_config_names_the_key(edit, message):
     broken = copy.deepcopy(CONFIG)
@@ -159,3 +201,63 @@ def test_the_workflow_parses_without_importing_torch():
     code = "import sys, apot.study, apot.sources; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_starts_are_found_staged_or_refused_with_the_fix(tmp_path, monkeypatch):
+    from apot.study import check_starts, find_start
+    monkeypatch.setenv("APOT_OFFLINE", "1")
+    monkeypatch.delenv("APOT_DATA_MIRROR", raising=False)
+    c = config()
+    runs = expand_runs(c)
+    with pytest.raises(UserError) as caught:
+        check_starts(c, runs, tmp_path)
+    assert "study warm starts from authors" in str(caught.value)
+    assert "res20_32bit.pth.tar was not found" in str(caught.value)
+    assert "authors_checkpoints" in str(caught.value)
+    c["on_missing_data"] = "skip"
+    assert list(check_starts(c, runs, tmp_path)) == ["warm"]
+    assert len(expand_runs(c, skip_studies=("warm",))) == len(runs) - 10
+    # a start already staged (or a completed first step) needs no source
+    c["on_missing_data"] = "error"
+    (tmp_path / "starts").mkdir()
+    (tmp_path / "starts" / "authors-resnet20-w32.pt").write_bytes(b"x")
+    assert check_starts(c, runs, tmp_path) == {}
+    folder = tmp_path / "mirror" / "apot-authors-checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "res20_32bit.pth.tar").write_bytes(b"x")
+    c["mirror"] = str(tmp_path / "mirror")
+    assert find_start(c, "authors", "resnet20", 32) == str(folder / "res20_32bit.pth.tar")
+
+
+def test_torchvision_start_is_the_cached_file_or_a_message_naming_it(tmp_path, monkeypatch):
+    from apot.study import check_starts, find_start
+    monkeypatch.setenv("APOT_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    c = config(preset="paper")
+    imagenet = [r for r in expand_runs(c) if r.dataset == "imagenet"]
+    assert find_start(c, "torchvision", "resnet18", 32) is None
+    with pytest.raises(UserError) as caught:
+        check_starts(c, imagenet, tmp_path / "results")
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert f"{cached} does not exist" in str(caught.value)
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in str(caught.value)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    assert find_start(c, "torchvision", "resnet18", 32) == str(cached)
+    assert check_starts(c, imagenet, tmp_path / "results") == {}
+
+
+def test_torchvision_weight_files_and_cache_match_torchvision(monkeypatch):
+    import torch
+    import torchvision
+
+    from apot.sources import TORCHVISION_URL, TORCHVISION_WEIGHTS, torch_hub_checkpoints
+    for arch, name in TORCHVISION_WEIGHTS.items():
+        weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
+        assert weights.url == TORCHVISION_URL.format(file=name)
+    for env in ({}, {"XDG_CACHE_HOME": "/x/cache"}, {"TORCH_HOME": "/y/torch"}):
+        for key in ("TORCH_HOME", "XDG_CACHE_HOME"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        assert torch_hub_checkpoints() == Path(torch.hub.get_dir()) / "checkpoints"

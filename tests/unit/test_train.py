@@ -161,8 +161,46 @@ def test_initialization_from_another_architecture_is_refused(data, tmp_path):
         train(config(data, tmp_path / "run", init=str(path)))
 
 
+def test_zero_epochs_is_the_initialization_as_it_is(data, tmp_path):
+    """A chain's FP32 step can be a released model as it is (the authors start ImageNet from
+    torchvision's weights): 0 epochs evaluates the --init file and keeps it as best.pt."""
+    train(config(data, tmp_path / "fp", epochs=1))
+    start = tmp_path / "fp" / BEST
+    torch.save({"state_dict": load_file(start)["state_dict"],
+                "origin": {"kind": "authors", "file": "/released/res20.pth.tar",
+                           "sha256": "ab" * 32}}, tmp_path / "start.pt")
+    metrics = train(config(data, tmp_path / "as-is", epochs=0, init=str(tmp_path / "start.pt")))
+    again = Run(config(data, tmp_path / "check", epochs=1, init=str(tmp_path / "start.pt")))
+    again.initialize_from(again.cfg.init)
+    expected = again.test()["test_top1"]
+    assert metrics["best_top1"] == metrics["final_top1"] == expected
+    assert metrics["epochs"] == 0 and metrics["best_epoch"] is None
+    assert not (tmp_path / "as-is" / HISTORY).read_text().strip().splitlines()[1:]
+    best = load_file(tmp_path / "as-is" / BEST)["state_dict"]
+    assert all(torch.equal(best[k], v) for k, v in load_file(start)["state_dict"].items())
+    started = metrics["started_from"]
+    assert started["file"] == str(tmp_path / "start.pt")
+    assert started["origin"]["kind"] == "authors" and len(started["sha256"]) == 64
+    assert train(config(data, tmp_path / "as-is", epochs=0,
+                        init=str(tmp_path / "start.pt"))) == metrics  # complete: found again
+
+
+def test_quantizer_rules_set_the_activation_threshold_and_are_recorded(data, tmp_path):
+    cifar = Run(config(data, tmp_path / "c", bits=4))
+    imagenet = Run(config(data, tmp_path / "i", bits=4, act_alpha_init=None,
+                          quantizer_rules="imagenet"))
+    key = "layer1.0.conv1.act_quantizer.alpha"
+    assert cifar.model.state_dict()[key].item() == 8.0
+    assert imagenet.model.state_dict()[key].item() == 6.0
+    assert imagenet.model.layer1[0].conv1.rules == "imagenet"
+    metrics = train(config(data, tmp_path / "i", bits=4, epochs=1, act_alpha_init=None,
+                           quantizer_rules="imagenet"))
+    assert metrics["quantizer_rules"] == "imagenet"
+
+
 @pytest.mark.parametrize("change, words", [
-    ({"epochs": 0}, "epochs must be at least 1"),
+    ({"epochs": 0}, "epochs must be at least 1 (0 only with --init"),
+    ({"quantizer_rules": "tf"}, "quantizer_rules must be one of"),
     ({"bits": 9}, "bits must be 2..8 or 32"),
     ({"milestones": [2]}, "milestones [2] must lie between 1 and epochs-1"),
     ({"schedule": "step"}, "schedule must be one of"),
