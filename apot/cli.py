@@ -203,6 +203,9 @@ TRAIN_FLAGS = {
                               "8.0 cifar, 6.0 imagenet)"),
     "quantizer_rules": (str, "cifar | imagenet: the authors' CIFAR or ImageNet quantizer "
                              "gradients"),
+    "act_alpha_calibration": (str, "none | mse: activation thresholds no --init provides "
+                                   "start at the least-squared-error value on the first "
+                                   "training batches"),
     "wgt_alpha_init": (float, "initial weight threshold (in weight std units)"),
     "schedule": (str, "multistep | cosine (per epoch) | cosine_steps (per batch)"), "milestones": (int, "epochs where lr *= gamma"),
     "gamma": (float, "multistep factor"),

@@ -16,7 +16,7 @@ from .checkpoints import write_text_atomic
 from .claims import evaluate_claims, group_index
 from .errors import UserError
 from .quant.levels import apot_terms
-from .study import FLOAT_BITS, FLOAT_SCHEME, SCRATCH
+from .study import FLOAT_BITS, FLOAT_SCHEME, SCRATCH, start_label
 from .summary import group_fixops
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "report" / "templates"
@@ -110,6 +110,7 @@ def warm_rows(summary: dict, cited: dict) -> list[dict]:
         theirs = evals.get(bits)
         same = theirs is not None and group.get("data") == [authors.get("data")]
         rows.append({"arch": arch, "schedule": schedule, "bits": bits, "status": group["status"],
+                     "jpeg": "mirror" in group.get("data_source", []),
                      "ours": ours, "epochs": group.get("epochs"), "authors": theirs,
                      "same_images": same, "published": published.get(bits),
                      "diff": (round(ours["mean"] - theirs["top1"], 2)
@@ -232,8 +233,9 @@ def figures(summary: dict, tables: list[dict], cost: dict | None) -> list[dict]:
                        if (r["dataset"], r["arch"], r["schedule"], r.get("start", SCRATCH)) == key),
                       key=lambda r: (r["scheme"] != FLOAT_SCHEME, -r["bits"], r["scheme"], r["seed"]))
         title = f"{key[0]}, {key[1]}, {key[2]}" + (
-            "" if key[3] == SCRATCH else f", from the {key[3]} released model")
-        result.append({"id": "curves-" + "-".join(k for k in key if k != SCRATCH),
+            "" if key[3] == SCRATCH else f", from {start_label(key[3])}")
+        result.append({"id": "curves-" + "-".join(
+            [*key[:3], *(() if key[3] == SCRATCH else (start_label(key[3]),))]),
                        "svg": fig.curves_svg(title, [(_run_label(r, seeds), r["bits"], r["curve"])
                                                      for r in runs]),
                        "caption": f"Test top-1 per epoch, {title}: every completed run of this "
@@ -261,7 +263,7 @@ def figures(summary: dict, tables: list[dict], cost: dict | None) -> list[dict]:
                                 else (g["scheme"],)):
                 start = g.get("start", SCRATCH)
                 series.setdefault((g["dataset"], g["arch"], g["schedule"], line_scheme,
-                                   *(() if start == SCRATCH else (f"from {start}",))), []
+                                   *(() if start == SCRATCH else (f"from {start_label(start)}",))), []
                                   ).append((value, g["best_top1"]["mean"], g["bits"]))
         lines = [(" ".join(k), points) for k, points in sorted(series.items())
                  if any(b != FLOAT_BITS for _, _, b in points)]

@@ -8,6 +8,7 @@ with ``weights_only=True`` like every other checkpoint of this package.
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 from .checkpoints import extract_state_dict, file_sha256, load_file, save_atomic
@@ -36,11 +37,14 @@ def torchvision_start(arch: str) -> tuple[dict, dict]:
     weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
     cached = torch_hub_checkpoints() / TORCHVISION_WEIGHTS[arch]
     try:
-        state = weights.get_state_dict(progress=False)
-    except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
+        state = weights.get_state_dict(progress=False, check_hash=True)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        # URLError is an OSError; a damaged cached file fails to load, a download is checked
+        # against the hash prefix in its name
         raise UserError(
-            f"cannot load torchvision's pretrained {arch} weights ({exc}). Offline? Download "
-            f"{weights.url} on a machine with internet and put it at {cached}") from None
+            f"cannot load torchvision's pretrained {arch} weights ({str(exc).splitlines()[0]}). "
+            f"Offline, or a damaged file? Download {weights.url} on a machine with internet and "
+            f"put it at {cached} (replacing any file there)") from None
     return dict(state), {"kind": "torchvision", "weights": f"{type(weights).__name__}.{weights.name}",
                          "url": weights.url, "file": str(cached),
                          "sha256": file_sha256(cached) if cached.is_file() else None}

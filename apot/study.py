@@ -325,6 +325,7 @@ def train_flags(config: dict, preset: dict, study: dict, step: dict, scheme: str
         "act_alpha_lr": alpha.get("act_lr", 0.1), "act_alpha_wd": alpha.get("act_wd", 1e-4),
         "wgt_alpha_lr": alpha.get("wgt_lr", 0.02), "wgt_alpha_wd": alpha.get("wgt_wd", 1e-4),
         "quantizer_rules": quantizer_rules(study),
+        "act_alpha_calibration": study["act_alpha_calibration"],
         "schedule": study["schedule"],
         # a 0-epoch step (the start as it is) steps no schedule
         "milestones": (list(step.get("milestones", study["milestones"]))
@@ -412,23 +413,24 @@ def missing_start(config: dict, start: str, arch: str, bits: int) -> str:
 
 def check_starts(config: dict, runs: list[RunSpec], results: str | Path) -> dict[str, str]:
     """Studies whose start cannot be had -> reason. A start already staged under
-    ``results/starts/`` (or a run that already completed from it) needs no source. Raises,
-    naming the fix, unless ``on_missing_data`` is ``skip``."""
+    ``results/starts/`` needs no source (as a prepared dataset needs no archive; the chain's
+    first step depends on the staged file, so it must stay). Raises, naming the fix, unless
+    ``on_missing_data`` is ``skip``."""
     skipped = {}
     for run in runs:
         if run.init_start is None or run.study in skipped:
             continue
         staged = start_file(run.start, run.arch, run.bits)
-        done = Path(results) / "runs" / run.path / "metrics.json"
-        if (staged and (Path(results) / staged).is_file()) or done.is_file():
+        if staged and (Path(results) / staged).is_file():
             continue
         if find_start(config, run.start, run.arch, run.bits) is not None:
             continue
-        why = missing_start(config, run.start, run.arch, run.bits)
         if config["on_missing_data"] != "skip":
-            raise UserError(f"study {run.study} starts from {run.start}, but {why}; or run "
+            raise UserError(f"study {run.study} starts from {run.start}, but "
+                            f"{missing_start(config, run.start, run.arch, run.bits)}; or run "
                             f"with --config on_missing_data=skip to leave its jobs out")
-        skipped[run.study] = f"not run: no start ({why})"
+        # short and free of local paths: the reason goes into the summary's params
+        skipped[run.study] = f"not run: its start ({start_label(run.start)}) is not available"
     return skipped
 
 

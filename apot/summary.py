@@ -277,7 +277,21 @@ def provenance(records: list[dict]) -> dict:
             "runs_done": len(done),
             "train_seconds": round(sum(r.get("wall_seconds") or 0 for r in done), 1),
             "job_seconds": round(sum(r.get("job_seconds") or 0 for r in done), 1),
-            **where_trained(done)}
+            "starts": released_starts(done), **where_trained(done)}
+
+
+def released_starts(done: list[dict]) -> list[dict]:
+    """The released models the completed chains started from: the staged file, its sha256 and
+    its origin (the released file or URL and its sha256), once each."""
+    found = {}
+    for record in done:
+        started = record.get("started_from") or {}
+        origin = started.get("origin")
+        if origin:
+            found[started["sha256"]] = {
+                "staged": started["file"], "staged_sha256": started["sha256"],
+                **{k: origin.get(k) for k in ("kind", "file", "url", "sha256", "weights")}}
+    return sorted(found.values(), key=lambda s: s["staged"])
 
 
 def where_trained(done: list[dict]) -> dict:

@@ -52,6 +52,10 @@ PER_STEP_SCHEDULES = ("cosine_steps",)
 CHECKPOINT, BEST, HISTORY, METRICS = "checkpoint.pt", "best.pt", "history.csv", "metrics.json"
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1",
                   "test_top5", "images_per_s", "epoch_seconds")
+# Result fields added after 0.1, with the value every older checkpoint was trained with.
+FIELDS_ADDED_SINCE = {"quantizer_rules": "cifar", "act_alpha_calibration": "none"}
+CALIBRATIONS = ("none", "mse")
+CALIBRATION_BATCHES = 2
 # Config fields that do not change the result: a resumed run may differ in these.
 RUNTIME_FIELDS = ("device", "threads", "workers", "progress")
 
@@ -79,6 +83,9 @@ class TrainConfig:
     act_alpha_init: float | None = None  # None: the quantizer rules' (8.0 CIFAR, 6.0 ImageNet)
     wgt_alpha_init: float = 3.0
     quantizer_rules: str = "cifar"  # the authors' CIFAR or ImageNet quantizer (apot.quant.modules)
+    # "mse": activation thresholds that no --init provides start at the least-squared-error
+    # value on the first training batches (apot.quant.calibrate), not at act_alpha_init
+    act_alpha_calibration: str = "none"
     schedule: str = "multistep"
     milestones: list[int] = field(default_factory=lambda: [150, 225])
     gamma: float = 0.1
@@ -100,6 +107,9 @@ class TrainConfig:
         if self.epochs < 0 or (self.epochs == 0 and not self.init):
             problems.append(f"epochs must be at least 1 (0 only with --init: evaluate the "
                             f"initialization as it is), got {self.epochs}")
+        if self.act_alpha_calibration not in CALIBRATIONS:
+            problems.append(f"act_alpha_calibration must be one of {CALIBRATIONS}, got "
+                            f"{self.act_alpha_calibration!r}")
         if self.quantizer_rules not in QUANTIZER_RULES:
             problems.append(f"quantizer_rules must be one of {QUANTIZER_RULES}, got "
                             f"{self.quantizer_rules!r}")
@@ -210,6 +220,8 @@ class Run:
         self.executions: list[dict] = []  # one per process that completed an epoch of this run
         self.started_from: dict | None = None  # the --init file: path, sha256, its origin
         self.start_eval: dict | None = None    # test metrics of a 0-epoch run's initialization
+        self.calibrated: dict | None = None    # activation thresholds set from data, by layer
+        self.init_has_act_alpha = False
         self.stop = StopOnSignals()
 
     # ---------------------------------------------------------------- state
@@ -220,6 +232,8 @@ class Run:
         check_model_meta(stored, {"arch": self.cfg.arch}, f"--init {path}")
         load_into_model(self.model, extract_state_dict(stored, path), progressive=True,
                         source=f"--init {path}")
+        self.init_has_act_alpha = any(k.endswith(ACT_ALPHA_SUFFIX)
+                                      for k in extract_state_dict(stored, path))
         origin = stored.get("origin") if isinstance(stored, dict) else None
         self.started_from = {"file": str(path), "sha256": file_sha256(path),
                              **({"origin": origin} if isinstance(origin, dict) else {})}
@@ -230,7 +244,7 @@ class Run:
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
                 "history": self.history, "best": self.best, "wall_seconds": self.wall_seconds,
                 "executions": self.executions, "config": self.cfg.result_fields(),
-                "started_from": self.started_from,
+                "started_from": self.started_from, "act_alpha_calibrated": self.calibrated,
                 "apot_version": __version__,
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
@@ -242,6 +256,7 @@ class Run:
             return False
         stored = load_file(path)
         saved = stored.get("config", {}) if isinstance(stored, dict) else {}
+        saved = {**FIELDS_ADDED_SINCE, **saved}  # a checkpoint from before a field existed
         differ = {k: (saved.get(k), v) for k, v in self.cfg.result_fields().items()
                   if saved.get(k) != v}
         if differ:
@@ -256,6 +271,7 @@ class Run:
         self.best, self.wall_seconds = stored["best"], stored["wall_seconds"]
         self.executions = stored.get("executions", [])  # absent in checkpoints before 0.1
         self.started_from = stored.get("started_from")
+        self.calibrated = stored.get("act_alpha_calibrated")
         torch.set_rng_state(stored["rng"]["torch"])
         if stored["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(stored["rng"]["cuda"])
@@ -317,6 +333,8 @@ class Run:
         resumed = self.resume()
         if not resumed and self.cfg.init:
             self.initialize_from(self.cfg.init)
+        if not resumed and self.cfg.act_alpha_calibration == "mse" and not self.init_has_act_alpha:
+            self.calibrate()
         execution = {**execution_context(), "first_epoch": self.epoch, "epochs": 0}
         print(f"apot train: {self.out} on {describe(execution)}, device {self.device}, "
               + (f"resuming after epoch {self.epoch}" if resumed else "from epoch 1")
@@ -347,6 +365,20 @@ class Run:
         write_text_atomic(self.out / METRICS, json.dumps(metrics, indent=2) + "\n")
         return metrics
 
+    def calibrate(self) -> None:
+        """Activation thresholds from the first training batches (apot.quant.calibrate); the
+        batches are epoch 0's, drawn again by its own generator, so training is unchanged."""
+        from itertools import islice
+
+        from .quant.calibrate import calibrate_activation_alphas
+        batches = islice(self.train_loader.epoch(0), CALIBRATION_BATCHES)
+        found = calibrate_activation_alphas(self.model, batches, seed=self.cfg.seed)
+        self.calibrated = {name: round(alpha, 6) for name, alpha in found.items()} or None
+        if found:
+            print(f"apot train: activation thresholds calibrated on {CALIBRATION_BATCHES} "
+                  f"batches: {min(found.values()):.3g} to {max(found.values()):.3g}",
+                  file=sys.stderr, flush=True)
+
     def evaluate_start(self) -> None:
         """0 epochs: the run is its initialization as it is (a released model taken as the
         chain's FP32 step, as the authors start ImageNet from torchvision's weights)."""
@@ -369,6 +401,7 @@ class Run:
                 "data_source": self.manifest.get("source", {}).get("kind"),
                 **model_description(self.cfg), "init": self.cfg.init,
                 "started_from": self.started_from, "quantizer_rules": self.cfg.quantizer_rules,
+                "act_alpha_calibrated": self.calibrated,
                 "schedule": self.cfg.schedule, "executions": self.executions,
                 "note": ("best_top1: best test top-1 over epochs (the authors' reporting, which "
                          "selects on the test set); final_top1: the last epoch's test top-1")}

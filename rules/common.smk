@@ -41,9 +41,6 @@ def path_pattern(paths):
 
 FP32_PATTERN = path_pattern(p for p, run in RUNS.items() if run.scheme == "fp32")
 QUANTIZED_PATTERN = path_pattern(QUANTIZED_RUNS)
-# Released models the warm chains start from, staged under results/<preset>/starts/.
-STARTS = sorted({run.init_start for run in RUNS.values()
-                 if run.init_start and run.init_start.startswith("starts/")})
 # The authors' released CIFAR-10 ResNet-20 checkpoints: evaluated on the preset's prepared
 # "cifar10" dataset (else the first prepared CIFAR-10 one) when CIFAR-10 runs, and staged as a
 # chain's start where a study starts from them. Those found now count, and those already

@@ -185,8 +185,9 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
     assert origin["kind"] == "authors" and origin["file"].endswith("res20_32bit.pth.tar")
     assert origin["sha256"].startswith("f2d107bcd63c")
     assert warm["started_from"]["file"] == "results/smoke/starts/authors-resnet20-w32.pt"
-    assert "Warm start: our fine-tunes" in html
     html = (folder / "report/build/report.html").read_text()
+    assert "Warm start: our fine-tunes" in html
+    assert "staged as results/smoke/starts/authors-resnet20-w32.pt" in html  # provenance
     assert (folder / "report/build/report.pdf").read_bytes().startswith(b"%PDF")
     assert "REDUCED SCALE" in html
     assert "not run: no data source" in html  # CIFAR-100 rows

@@ -180,7 +180,24 @@ def test_warm_start_claims_follow_their_rules(claim, summary, verdict, why):
     assert why in result["why"]
     if verdict != NOT_TESTABLE:
         assert "Seeds: 0 (n=1" in result["basis"] and "offline JPEG copy" in result["basis"]
-        assert "reduced scale" in result["basis"] and "authors released model" in result["basis"]
+        assert "reduced scale" in result["basis"]
+        assert "chains started from the authors' released model" in result["basis"]
+
+
+def test_a_quantized_group_without_its_fp32_baseline_is_not_testable():
+    summary = warm()
+    for g in summary["groups"]:
+        if g["scheme"] == "fp32":
+            g["status"] = "missing: the run has not completed"
+    result = RULES["warm_within_1pt"](summary, None)
+    assert result["verdict"] == NOT_TESTABLE and "fp32 32-bit" in result["why"]
+
+
+def test_no_checks_at_all_is_not_a_verdict():
+    from apot.claims import _combine
+    assert _combine([]) == NOT_TESTABLE
+    assert _combine(["holds", "within noise"]) == INCONCLUSIVE
+    assert _combine(["holds", "fails", "within noise"]) == NOT_SUPPORTED
 
 
 def test_warm_pot_claim_never_lists_2_bits():
@@ -206,13 +223,15 @@ def test_cost_claims_show_both_rules_and_every_view():
     assert abs(cost["inferred"]["claim_percent"] - 22) <= 1
     assert 0.74 < cost["inferred"]["apot_factor"] < 0.76
     assert 0.69 < cost["inferred"]["pot_factor"] < 0.71
-    assert any("paper's inferred rule" in line for line in result["evidence"])
+    assert any("fitted to the paper's Table 3" in line for line in result["evidence"])
+    assert any("also gives 0.75 for the paper's 5- and 3-bit APoT rows" in line
+               for line in result["evidence"])
     two = RULES["multiply_2x"]({}, cost)
     assert two["verdict"] == NOT_SUPPORTED
-    assert any(line.startswith("worst case, bit-widths divisible by k") and "2.00x" in line
+    assert any(line.startswith("worst case, operand magnitude bits B divisible by k") and "2.00x" in line
                for line in two["evidence"])
     assert any(line.startswith("network FixOPs") for line in two["evidence"])
-    assert "worst-case step count" in two["why"]
+    assert "only as the worst-case step count" in two["why"] and "network FixOPs 1.18x to 1.27x" in two["why"]
     assert RULES["cost_22_percent"]({}, None)["verdict"] == NOT_TESTABLE
 
 

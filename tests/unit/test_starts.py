@@ -80,3 +80,15 @@ def test_authors_start_refuses_a_corrupt_file(capsys, tmp_path):
                       str(bad), "--out", str(tmp_path / "start.pt"))
     assert code == 2 and "corrupt or not a PyTorch checkpoint" in err
     assert not (tmp_path / "start.pt").exists()
+
+
+def test_torchvision_start_with_a_damaged_cached_file_names_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04 a truncated download")
+    code, err = stage(capsys, "--start", "torchvision", "--arch", "resnet18",
+                      "--out", str(tmp_path / "tv.pt"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"put it at {cached} (replacing any file there)" in err
+    assert not (tmp_path / "tv.pt").exists()

@@ -308,3 +308,52 @@ def test_a_100_class_dataset_gets_a_100_way_head(tmp_path):
     assert metrics["bits"] == 2
     best = load_file(tmp_path / "run" / BEST)["state_dict"]
     assert best["fc.weight"].shape == (100, 64)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_cosine_steps_anneals_per_batch_and_resumes_exactly(data, tmp_path, monkeypatch):
+    """cosine_steps lowers the LR after every batch, to 0 at the run's last step; a run stopped
+    inside epoch 1 and resumed from its checkpoint ends exactly where an uninterrupted one does
+    (the scheduler's per-step state is saved with the epoch)."""
+    cfg = dict(epochs=2, schedule="cosine_steps", milestones=[], bits=4, threads=1)
+    whole = Run(config(data, tmp_path / "whole", **cfg))
+    whole.run()
+    steps = len(whole.train_loader)
+    assert whole.scheduler.last_epoch == 2 * steps
+    assert whole.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    rows = list(csv.DictReader(open(tmp_path / "whole" / HISTORY)))
+    # epoch 1 starts halfway down the cosine: lr = 0.05 * (1 + cos(pi / 2)) / 2
+    assert float(rows[0]["lr"]) == pytest.approx(0.05) and float(rows[1]["lr"]) == pytest.approx(0.025)
+
+    original = Run.train_epoch
+
+    def stop_in_epoch_1(self):
+        if self.epoch == 1:
+            raise _Stop
+        return original(self)
+    monkeypatch.setattr(Run, "train_epoch", stop_in_epoch_1)
+    with pytest.raises(_Stop):
+        Run(config(data, tmp_path / "stopped", **cfg)).run()
+    monkeypatch.setattr(Run, "train_epoch", original)
+    resumed = Run(config(data, tmp_path / "stopped", **cfg))
+    resumed.run()
+    assert results(tmp_path / "stopped") == results(tmp_path / "whole")
+    a = load_file(tmp_path / "stopped" / CHECKPOINT)["state_dict"]
+    b = load_file(tmp_path / "whole" / CHECKPOINT)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_from_before_quantizer_rules_resumes(data, tmp_path):
+    """Checkpoints written before the quantizer_rules field were all trained with the CIFAR
+    rules: they resume (or are found complete) instead of being refused as another config."""
+    cfg = config(data, tmp_path / "old", epochs=1)
+    metrics = train(cfg)
+    state = load_file(tmp_path / "old" / CHECKPOINT)
+    del state["config"]["quantizer_rules"]
+    torch.save(state, tmp_path / "old" / CHECKPOINT)
+    assert train(cfg) == metrics
+    with pytest.raises(UserError, match="quantizer_rules: 'cifar' there, 'imagenet' now"):
+        train(replace(cfg, quantizer_rules="imagenet"))
