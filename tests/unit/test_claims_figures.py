@@ -128,6 +128,14 @@ def test_imagenet_checks_the_absolute_figure_and_the_drop():
     assert flat["verdict"] == INCONCLUSIVE
     jpeg = full_summary({("imagenet", "resnet18", "multistep", 5): -0.7}, source="mirror")
     assert RULES["imagenet_5bit"](jpeg, None)["verdict"] == NOT_TESTABLE
+    # the chain is found whatever its start and schedule (the quick preset's: torchvision,
+    # cosine_steps), and an unconfigured one says why it did not run
+    other = full_summary({("imagenet", "resnet18", "cosine_steps", 5): -0.7}, source="folder",
+                         start="torchvision")
+    assert RULES["imagenet_5bit"](other, None)["verdict"] == SUPPORTED
+    for g in other["groups"]:
+        g["status"] = "not configured: no ImageNet folder (set imagenet_root)"
+    assert "not configured: no ImageNet folder" in RULES["imagenet_5bit"](other, None)["why"]
 
 
 def test_a_full_scale_run_on_the_jpeg_copy_gets_no_verdict_on_absolute_figures():
