@@ -115,7 +115,7 @@ def test_quick_is_the_default_preset(workflow, shared_data):
     assert job_inputs(out, warm.format("uniform-w4"))[1] == warm.format("fp32-w32")
     assert job_inputs(out, "results/quick/runs/cifar10/resnet20/multistep/apot-w4/seed0/"
                       "metrics.json")[0] == "results/quick/data/cifar10_small/manifest.json"
-    assert "resnet56" not in out
+    assert "runs/cifar10/resnet56" not in out  # (the config itself, in params, names it)
     assert job_counts(out) == {"prepare_data": 2, "stage_authors_start": 1, "train_fp32": 3,
                                "train_quantized": 15, "run_cost": 15, "cost_tables": 1,
                                "eval_authors": 4, "summarize": 1, "report": 1, "all": 1}
