@@ -58,5 +58,6 @@ def stage_start(start: str, arch: str, out: Path, checkpoint: Path | None = None
         state, origin = torchvision_start(arch)
     else:
         raise UserError(f"unknown start {start!r} (authors or torchvision)")
-    save_atomic({"state_dict": state, "origin": {**origin, "arch": arch}}, out)
-    return {"out": str(out), "sha256": file_sha256(out), "origin": {**origin, "arch": arch}}
+    origin["arch"] = arch
+    save_atomic({"state_dict": state, "origin": origin}, out)
+    return {"out": str(out), "sha256": file_sha256(out), "origin": origin}

@@ -44,7 +44,6 @@ IMAGENET_ARCHS = ("resnet18", "resnet34", "resnet50")
 SCRATCH = "scratch"
 RELEASED_STARTS = ("authors", "torchvision")  # any other start is a checkpoint file's path
 AUTHORS_ARCH = "resnet20"  # the authors released CIFAR-10 checkpoints of this model only
-QUANTIZER_RULES = ("cifar", "imagenet")
 # Config keys that say how and where the study runs, not what it computes: changing them must
 # not re-run a job, so they stay out of rule params and out of the summary.
 RUNTIME_KEYS = ("device", "train_threads", "mirror", "download_root", "authors_checkpoints")
@@ -146,8 +145,7 @@ def check_config(config: dict) -> None:
                         f"({', '.join(config['presets'])})")
     for name, preset in config["presets"].items():
         for data_name, entry in preset["datasets"].items():
-            source = entry.get("dataset") or data_name
-            if source not in (*SMALL_DATASETS, "imagenet"):
+            if dataset_of(preset, data_name) not in (*SMALL_DATASETS, "imagenet"):
                 raise UserError(f"config key presets.{name}.datasets.{data_name}: name the "
                                 f"dataset it is prepared from (dataset: cifar10, cifar100 or "
                                 f"imagenet)")

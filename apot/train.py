@@ -230,10 +230,9 @@ class Run:
         stored = load_file(path)
         # bits and scheme may differ (that is the point); the architecture may not
         check_model_meta(stored, {"arch": self.cfg.arch}, f"--init {path}")
-        load_into_model(self.model, extract_state_dict(stored, path), progressive=True,
-                        source=f"--init {path}")
-        self.init_has_act_alpha = any(k.endswith(ACT_ALPHA_SUFFIX)
-                                      for k in extract_state_dict(stored, path))
+        state = extract_state_dict(stored, path)
+        load_into_model(self.model, state, progressive=True, source=f"--init {path}")
+        self.init_has_act_alpha = any(k.endswith(ACT_ALPHA_SUFFIX) for k in state)
         origin = stored.get("origin") if isinstance(stored, dict) else None
         self.started_from = {"file": str(path), "sha256": file_sha256(path),
                              **({"origin": origin} if isinstance(origin, dict) else {})}
