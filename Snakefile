@@ -4,7 +4,12 @@
 #   snakemake --cores 2 --config preset=smoke on_missing_data=skip
 from snakemake.utils import min_version, validate
 
+from apot.configfile import check_yaml
+
 min_version("9.0")
+
+# Snakemake's own error for broken YAML has no line or column: check the file first.
+check_yaml("config.yaml")
 
 
 configfile: "config.yaml"
@@ -21,7 +26,18 @@ include: "rules/authors.smk"
 include: "rules/report.smk"
 
 
+# Snakemake rebuilds a missing file only when something that needs it must run: once the
+# report is up to date, a deleted metrics.json would go unnoticed. These two aggregate rules
+# ask for every result by name, so that a missing one (or one set aside as damaged, see
+# rules/common.smk) is made again, with everything downstream of it.
+rule study:
+    input:
+        rules.summarize.input,
+        rules.summarize.output,
+
+
 rule all:
     input:
         REPORT_FILES,
+        rules.study.input,
     default_target: True

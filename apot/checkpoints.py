@@ -7,9 +7,10 @@ same folder and are renamed into place, so a crash never leaves a half-written c
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
-import re
+import pickletools
 import tempfile
 import zipfile
 from pathlib import Path
@@ -37,6 +38,72 @@ def _looks_like_torch_file(path: Path) -> bool:
     return zipfile.is_zipfile(path) or (len(head) == 2 and head[0] == 0x80 and head[1] >= 2)
 
 
+# Pickle opcodes that push a string: STACK_GLOBAL (protocol 4+) takes the last two pushed as
+# the module and the name of the global it imports.
+_PICKLE_STRING_OPS = frozenset({"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE",
+                                "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"})
+
+
+def _pickle_globals(stream) -> list[str]:
+    """The globals (``module.name``) that the pickles in ``stream`` import, in order.
+
+    pickletools only disassembles: nothing is run. A legacy torch.save file is five pickles in
+    a row (magic number, protocol, system info, the object, storage keys), then raw tensor
+    bytes; the scan ends quietly at the first bytes that are not a pickle.
+    """
+    found = []
+    try:
+        for _ in range(5):
+            memo, pushed = {}, [None, None]  # pushed: values the pickle put on its stack
+            for op, arg, _pos in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL":
+                    module, name = pushed[-2:]
+                    named = isinstance(module, str) and isinstance(name, str)
+                    found.append(f"{module}.{name}" if named
+                                 else "a global whose name is computed while loading")
+                elif op.name == "MEMOIZE":
+                    memo[len(memo)] = pushed[-1]
+                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[arg] = pushed[-1]
+                elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                    pushed.append(memo.get(arg))
+                elif op.name not in ("PROTO", "FRAME"):
+                    pushed.append(arg if op.name in _PICKLE_STRING_OPS else None)
+                del pushed[:-2]  # STACK_GLOBAL needs only the last two
+    except ValueError:  # pickletools' error for damaged or non-pickle bytes (and for the end)
+        pass
+    return found
+
+
+def _unsafe_global(path: Path) -> str | None:
+    """The first global that a checkpoint's pickle imports and torch's weights-only loader does
+    not allow; None if there is none or the file is too damaged to tell.
+
+    torch's own error names the global only for pickle protocols 2-3: for protocol 4-5 it
+    stops earlier, at an opcode it does not parse ("Unsupported operand 149"), so the pickle
+    is read here instead.
+    """
+    from torch import _weights_only_unpickler as unpickler  # torch's list of safe globals
+
+    allowed = set(unpickler._get_allowed_globals()) | set(unpickler._get_user_allowed_globals())
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                pickles = [n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl"]
+                if not pickles:
+                    return None
+                with archive.open(pickles[0]) as stream:
+                    found = _pickle_globals(stream)
+        else:
+            with path.open("rb") as stream:
+                found = _pickle_globals(stream)
+    except (OSError, EOFError, zipfile.BadZipFile):
+        return None
+    return next((name for name in found if name not in allowed), None)
+
+
 def load_file(path: str | os.PathLike) -> Any:
     """The object stored in a checkpoint file, loaded on the CPU without running code."""
     path = Path(path)
@@ -50,12 +117,14 @@ def load_file(path: str | os.PathLike) -> Any:
         raise UserError(corrupt)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        unsafe = re.search(r"(?i)unsupported global:?\s+(?:GLOBAL\s+)?([\w.]+)", str(exc))
+    except pickle.UnpicklingError:
+        # torch's message differs between formats and protocols: the pickle itself says
+        # whether it asked for code (refused) or is only damaged (corrupt)
+        unsafe = _unsafe_global(path)
         if unsafe is None:
             raise UserError(f"{corrupt} [unreadable pickle]") from None
         raise UserError(
-            f"checkpoint {path} was refused: it asks to load {unsafe.group(1)}, which is not a "
+            f"checkpoint {path} was refused: it asks to load {unsafe}, which is not a "
             f"tensor or plain container, and loading it could run code. Re-save its state "
             f"dict from a trusted environment.") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError,
@@ -156,26 +225,42 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, text.encode())
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    """torch.save ``obj`` to ``path`` atomically (write_bytes_atomic). The bytes are made in
+    memory first: a failing write is then Python's OSError naming its cause (no space left,
+    ...), not torch's opaque stream error."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, buffer.getbuffer())
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, then rename it over ``path``:
+    ``path`` is the old file or the new one, never a part. On failure the temporary file is
+    removed and the OSError names ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result file should read like any other
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result should read like any other
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None or (tmp is not None and exc.filename == tmp):
+            exc.filename = str(path)  # the file the user knows, not our temporary name
+        raise
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,10 +51,49 @@ def _base_bits(text: str) -> int:
     return value
 
 
+THREADS_HELP = ("CPU threads of torch and numba (default: torch's: OMP_NUM_THREADS, else the "
+                "core count)")
+
+
 def _write_json(path: Path, result: dict) -> None:
-    """The JSON a command prints, also written to ``path`` (atomically: temporary + rename)."""
+    """The JSON a command prints, also written to ``path`` (atomically: temporary + rename).
+    If that write fails, the result is printed before the error: a finished evaluation is
+    never lost."""
     from .checkpoints import write_text_atomic
-    write_text_atomic(path, json.dumps(result, indent=1, sort_keys=True) + "\n")
+    try:
+        write_text_atomic(path, _json(result, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        print(_json(result))
+        raise
+
+
+def _json(result, **options) -> str:
+    """Standard JSON: a NaN or infinite float (the loss of a diverged model) becomes null."""
+    return json.dumps(_finite(result), allow_nan=False, **options)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def check_output_file(path: Path | None) -> None:
+    """Refuse an --out that cannot be written before any work is done (not after)."""
+    if path is None:
+        return
+    folder = path.parent
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder; name a file")
+    if not folder.is_dir():
+        raise UserError(f"--out {path}: folder {folder} does not exist (or is a file); "
+                        f"create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"--out {path}: folder {folder} is not writable; check its permissions")
 
 
 def cmd_levels(args: argparse.Namespace) -> dict | list:
@@ -67,7 +108,10 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     from .evaluate import evaluate
     from .loader import ImageFolderLoader, TensorLoader, normalization
 
+    from .threads import use_threads
+    check_output_file(args.out)
     device = resolve_device(args.device)
+    threads = use_threads(args.threads)
     stored = load_file(args.checkpoint)
     check_model_meta(stored, {"arch": args.arch, "bits": args.bits, "scheme": args.scheme,
                               "k": args.k, "first_last": args.first_last}, str(args.checkpoint))
@@ -102,6 +146,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
               "first_last": args.first_last, "checkpoint": str(args.checkpoint),
               "checkpoint_sha256": file_sha256(args.checkpoint),
               "data": str(args.data), "split": args.split, "device": str(device),
+              "threads": threads,
               "seconds": round(time.perf_counter() - start, 2)}
     if args.out is not None:
         _write_json(args.out, result)
@@ -133,6 +178,9 @@ def cmd_report(args: argparse.Namespace) -> dict:
 
 def cmd_cost(args: argparse.Namespace) -> dict:
     from .cost import network_cost, summary_row
+    from .threads import use_threads
+    check_output_file(args.out)
+    use_threads(args.threads)
     model = None
     if args.checkpoint is not None:
         from .checkpoints import check_model_meta, extract_state_dict, load_file, load_into_model
@@ -167,6 +215,7 @@ def cmd_cost_tables(args: argparse.Namespace) -> dict:
         config = validate_config(json.loads(args.study)["config"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise UserError(f"--study is not the study JSON of the Snakefile ({exc})") from None
+    check_output_file(args.out)
     preset = config["presets"][config["preset"]]
     models = {(run.arch, run.bits) for run in expand_runs(config)}
     tables = cost_tables(sorted(models), preset["k"], preset["first_last"])
@@ -183,7 +232,7 @@ def cmd_stage_start(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> dict:
     from .train import TrainConfig, train
     values = {name: getattr(args, name) for name in (*TRAIN_FLAGS, "progress")}
-    return train(TrainConfig(**values))
+    return train(TrainConfig(**values), restart_if_changed=args.restart_if_changed)
 
 
 # TrainConfig field -> (type, help); defaults come from TrainConfig itself.
@@ -212,7 +261,8 @@ TRAIN_FLAGS = {
     "init": (str, "initialization checkpoint (progressive, or a released model; with "
                   "--epochs 0 the run is that model as it is)"),
     "seed": (int, "seed of init, order and augmentation"), "device": (str, "auto | cpu | cuda"),
-    "threads": (int, "CPU threads (default: torch's)"),
+    "threads": (int, "CPU threads of torch and numba (default: torch's: OMP_NUM_THREADS, "
+                     "else the core count)"),
     "workers": (int, "image-decoding processes (ImageNet)"),
 }
 
@@ -232,6 +282,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                            help=f"{text} (default {defaults[name]})", **extra)
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar on stderr")
+    p.add_argument("--restart-if-changed", action="store_true",
+                   help="a run folder holding a run of another config, data or start has its "
+                        "files moved into <out>/superseded-<time>/ and the run starts over "
+                        "(default: an error)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -267,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-per-class", type=_positive, default=None,
                    help="evaluate only the first N images of each class (quick checks)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--threads", type=_positive, default=None, help=THREADS_HELP)
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     p.set_defaults(run=cmd_eval)
 
@@ -311,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="expected counts over this trained model's weight levels (default: "
                         "every level equally used)")
     p.add_argument("--layers", action="store_true", help="include the per-layer rows")
+    p.add_argument("--threads", type=_positive, default=None, help=THREADS_HELP)
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     p.set_defaults(run=cmd_cost)
 
@@ -346,9 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"apot {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        from .errors import os_error_message
+        print(f"apot {args.command}: error: {os_error_message(exc)}", file=sys.stderr)
+        return 1
     except Stopped as exc:
         print(f"apot {args.command}: {exc}; the run's files hold its last completed epoch: "
               f"the same command resumes from there", file=sys.stderr)
         return 128 + exc.signum
-    print(json.dumps(result))
+    print(_json(result))
     return 0

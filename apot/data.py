@@ -11,7 +11,7 @@ import tarfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import torch
@@ -23,6 +23,14 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "ship", "truck")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
+# Caps on what one archive can make the reader hold in memory: members are read whole, and a
+# small archive can hold a highly compressed member (a 0.7 MB archive once cost 0.4 GB), so
+# the archive's own headers cannot be the only limit. Members are images of a small-image
+# dataset (nothing else is read from an archive; torchvision reads the official ones): the
+# CIFAR-10 mirror's 60,000 JPEGs are at most 1.1 kB each and 55 MB in all; 32 MiB is generous
+# for any single JPEG or PNG (ImageNet's are a few MB), 1 GiB in all ~19 times what CIFAR needs.
+MAX_MEMBER_BYTES = 32 << 20
+MAX_ARCHIVE_BYTES = 1 << 30
 
 
 def is_archive(path: Path) -> bool:
@@ -48,26 +56,64 @@ def _check_member_name(name: str, path: Path) -> None:
                         f"(absolute path or '..'); refusing to read it")
 
 
+def _check_size(size: int, size_text: str, name: str, path: Path, total: int) -> None:
+    """Refuse a member of ``size`` bytes (``size_text`` in words) when it, or the archive's
+    ``total`` so far with it, is over the caps."""
+    if size > MAX_MEMBER_BYTES:
+        problem = (f"member {name!r} is {size_text}, over the cap of {MAX_MEMBER_BYTES:,} bytes "
+                   f"for one image")
+    elif total + size > MAX_ARCHIVE_BYTES:
+        problem = (f"its images add up to more than the cap of {MAX_ARCHIVE_BYTES:,} bytes for "
+                   f"one archive (at member {name!r}, {size_text}); this reader is for "
+                   f"small-image datasets such as CIFAR")
+    else:
+        return
+    raise UserError(f"archive {path} is unsafe: {problem}; refusing to read it (a damaged or "
+                    f"malicious archive?). Download or copy it again from a trusted source")
+
+
+def _read_member(handle: BinaryIO, declared: int, name: str, path: Path, total: int) -> bytes:
+    """A member's bytes, never more than MAX_MEMBER_BYTES + 1 of them in memory.
+
+    ``declared`` is the size in the member's header, ``total`` the bytes already read from
+    this archive. The header is checked before reading (a declared bomb costs nothing), and
+    the bytes actually read after it, since a header is only the archive's claim.
+    """
+    _check_size(declared, f"{declared:,} bytes", name, path, total)
+    data = handle.read(MAX_MEMBER_BYTES + 1)
+    _check_size(len(data), f"{len(data):,} bytes read (its header says {declared:,})",
+                name, path, total)
+    return data
+
+
 def _archive_members(path: Path, splits: tuple[str, ...]) -> Iterator[tuple[str, str, str, bytes]]:
     """(split, class, file, bytes) of the images of ``splits`` in an archive, in stored order.
 
-    Nothing is unpacked to disk; members with unsafe names stop the read, and links and other
-    non-regular members are ignored (an image must be a regular file inside the archive).
+    Nothing is unpacked to disk; members with unsafe names or sizes over the caps stop the
+    read, and links and other non-regular members are ignored (an image must be a regular file
+    inside the archive).
     """
+    total = 0  # bytes read from this archive so far, against MAX_ARCHIVE_BYTES
     if path.name.lower().endswith(".zip"):
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 _check_member_name(info.filename, path)
                 key = None if info.is_dir() else _split_member(info.filename, splits)
                 if key:
-                    yield (*key, archive.read(info))
+                    with archive.open(info) as handle:
+                        data = _read_member(handle, info.file_size, info.filename, path, total)
+                    total += len(data)
+                    yield (*key, data)
         return
     with tarfile.open(path, mode="r:*") as archive:
         for member in archive:
             _check_member_name(member.name, path)
             key = _split_member(member.name, splits) if member.isfile() else None
             if key:
-                yield (*key, archive.extractfile(member).read())
+                data = _read_member(archive.extractfile(member), member.size, member.name,
+                                    path, total)
+                total += len(data)
+                yield (*key, data)
 
 
 def _folder_members(root: Path, splits: tuple[str, ...]) -> Iterator[tuple[str, str, str, bytes]]:

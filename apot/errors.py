@@ -1,5 +1,30 @@
-"""The one exception type the command line turns into a one-line message and exit code 2."""
+"""The exceptions the command line turns into one-line messages: UserError (exit 2) and, for
+operating-system failures, OSError (exit 1, os_error_message)."""
+import errno
 
 
 class UserError(Exception):
     """Bad input from the user (a path, a value, a file): the message says what and how to fix."""
+
+
+# What to do about an operating-system failure, by its errno.
+_OS_HINTS = {
+    errno.ENOSPC: "free space there or write elsewhere; files written before are intact",
+    errno.EDQUOT: "free space in your quota or write elsewhere; files written before are intact",
+    errno.EACCES: "check the permissions of the path",
+    errno.EPERM: "check the permissions of the path",
+    errno.EROFS: "that file system is read-only: write elsewhere",
+    errno.ENOENT: "create the folder first, or fix the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: fix the path",
+    errno.EISDIR: "the path is a folder: name a file",
+    errno.EEXIST: "a file is in the way: remove it or choose another path",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an operating-system failure: the cause, the path and what to do."""
+    cause = (exc.strerror or type(exc).__name__).rstrip(".")
+    cause = cause[:1].lower() + cause[1:]
+    where = f" ({exc.filename})" if exc.filename else ""
+    hint = _OS_HINTS.get(exc.errno)
+    return f"{cause}{where}" + (f"; {hint}" if hint else "")

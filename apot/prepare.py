@@ -30,6 +30,7 @@ from . import __version__
 from .checkpoints import file_sha256, save_atomic, write_text_atomic
 from .data import IMAGE_SUFFIXES, read_splits
 from .errors import UserError
+from .lock import writing
 from .sources import DATASETS, MANIFEST, MIRROR_ENV, SMALL_DATASETS, mirror_folder  # noqa: F401
 
 SPLITS = ("train", "test")
@@ -158,18 +159,25 @@ def prepare_dataset(name: str, out: str | os.PathLike, *, mirror: str | None = N
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    per_class = {"train": train_per_class, "test": test_per_class}
+    with writing(out, "prepared dataset"):
+        return _prepare_locked(name, out, mirror, download_root, imagenet_root,
+                               {"train": train_per_class, "test": test_per_class}, seed,
+                               synthetic_classes)
+
+
+def _prepare_locked(name: str, out: Path, mirror: str | None, download_root: str | None,
+                    imagenet_root: str | None, per_class: dict, seed: int,
+                    synthetic_classes: int) -> dict:
     if name == "imagenet":
         manifest = _imagenet_manifest(Path(imagenet_root) if imagenet_root else Path("/nonexistent"))
         _write_manifest(out, manifest)
         return manifest
     if name == "synthetic":
-        data = {"train": synthetic_split(synthetic_classes, train_per_class or 100, seed),
-                "test": synthetic_split(synthetic_classes, test_per_class or 20, seed + 1)}
+        counts = {"train": per_class["train"] or 100, "test": per_class["test"] or 20}
+        data = {"train": synthetic_split(synthetic_classes, counts["train"], seed),
+                "test": synthetic_split(synthetic_classes, counts["test"], seed + 1)}
         info = {"source": {"kind": "synthetic", "generator": "apot.prepare.synthetic_split",
-                           "per_class": {"train": train_per_class or 100,
-                                         "test": test_per_class or 20}},
+                           "per_class": counts},
                 "classes": [f"class{i}" for i in range(synthetic_classes)]}
         return _write_small(out, name, data, info, {"train": None, "test": None}, seed)
     num_classes, archive_name, _ = SMALL_DATASETS[name]

@@ -322,14 +322,55 @@ def write_pdf(html_text: str, path: Path) -> None:
     tmp.replace(path)
 
 
+# The top-level keys of summary.json that the report reads and their types (apot summarize
+# writes them all); "cost" and "authors" may be null or absent (no cost tables, no authors'
+# checkpoints in the preset). Deeper structure is the summarizer's, not restated here.
+SUMMARY_KEYS = {"preset": str, "description": str, "full_scale": bool, "config": dict,
+                "data": dict, "runs": list, "groups": list, "provenance": dict}
+SUMMARY_OPTIONAL_KEYS = {"cost": dict, "authors": dict}
+WRITE_AGAIN = ("write it again with 'snakemake --cores 1 --forcerun summarize summarize' "
+               "(add --config preset=NAME for another preset)")
+NOT_A_SUMMARY = f"it is not a summary written by 'apot summarize'; {WRITE_AGAIN}"
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+               float: "number", type(None): "null"}
+
+
+def read_summary(path: Path) -> dict:
+    """summary.json, checked for the top-level keys the report reads (UserError otherwise)."""
+    try:
+        summary = json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc}); run 'apot summarize' "
+                        f"(the summarize rule) first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is damaged: not valid JSON ({exc}); {WRITE_AGAIN}") from None
+    if not isinstance(summary, dict):
+        raise UserError(f"{path} holds a JSON {_JSON_TYPES[type(summary)]}, not an object: "
+                        f"{NOT_A_SUMMARY}")
+    for key, kind in SUMMARY_KEYS.items():
+        if key not in summary:
+            raise UserError(f"{path} has no {key!r} key: {NOT_A_SUMMARY}")
+        _check_type(summary, key, kind, path)
+    for key, kind in SUMMARY_OPTIONAL_KEYS.items():
+        if summary.get(key) is not None:
+            _check_type(summary, key, kind, path)
+    presets = summary["config"].get("presets")
+    if not isinstance(presets, dict) or not isinstance(presets.get(summary["preset"]), dict):
+        raise UserError(f"{path}: its 'config' has no preset {summary['preset']!r} under "
+                        f"'presets': {NOT_A_SUMMARY}")
+    return summary
+
+
+def _check_type(summary: dict, key: str, kind: type, path: Path) -> None:
+    if not isinstance(summary[key], kind):
+        raise UserError(f"{path}: {key!r} is a JSON {_JSON_TYPES[type(summary[key])]}, not "
+                        f"a JSON {_JSON_TYPES[kind]}: {NOT_A_SUMMARY}")
+
+
 def build_report(summary_path: str | Path, out_dir: str | Path) -> dict:
     """Render report.html and report.pdf from summary.json into ``out_dir``."""
     summary_path, out_dir = Path(summary_path), Path(out_dir)
-    try:
-        summary = json.loads(summary_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {summary_path} ({exc}); run 'apot summarize' "
-                        f"(the summarize rule) first") from None
+    summary = read_summary(summary_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     text = render_html(summary)
     write_text_atomic(out_dir / "report.html", text)

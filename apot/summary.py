@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .checkpoints import write_text_atomic
 from .errors import UserError
+from .integrity import check_run
 from .prepare import MANIFEST, load_manifest
 from .study import (FLOAT_BITS, FLOAT_SCHEME, SCRATCH, expand_runs, result_config, start_label,
                     validate_config)
@@ -185,6 +186,16 @@ def _csv_text(rows: list[dict], fields: list[str]) -> str:
     return buffer.getvalue()
 
 
+def check_whole(records: list[dict], results: Path) -> None:
+    """Refuse to aggregate a completed run whose files fail their checks (apot.integrity)."""
+    damaged = [f"{record['path']} ({'; '.join(problems)})" for record in records
+               if record["status"] == "done"
+               and (problems := check_run(results / "runs" / record["path"]))]
+    if damaged:
+        raise UserError(f"{len(damaged)} run(s) under {results / 'runs'} have damaged files: "
+                        + ", ".join(damaged) + "; run the workflow again: it redoes them")
+
+
 def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = None,
               cost: str | Path | None = None) -> dict:
     """Write summary.json/.csv, accuracy.json and histories.csv under ``results``; returns a
@@ -195,6 +206,7 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
     config = validate_config(copy.deepcopy(study["config"]))
     preset = config["presets"][config["preset"]]
     records = run_records(study, results, Path(benchmarks) if benchmarks else None)
+    check_whole(records, results)
     groups = group_records(records)
     data = {}
     for dataset in preset["datasets"]:

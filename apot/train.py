@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import socket
 import sys
@@ -36,13 +37,16 @@ from .checkpoints import (ACT_ALPHA_SUFFIX, WEIGHT_ALPHA_SUFFIX, check_model_met
                           write_text_atomic)
 from .device import resolve_device
 from .errors import UserError
+from .integrity import check_run, file_record, run_files_record
 from .loader import ImageFolderLoader, TensorLoader, normalization
 from .models import ARCHS, build_model
 from .quant.convert import FIRST_LAST_POLICIES
 from .quant.levels import MAX_BITS, SCHEMES
 from .quant.modules import ACT_ALPHA_INIT_BY_RULES, QUANTIZER_RULES
 from .prepare import load_manifest, load_prepared
+from .lock import writing
 from .stopping import StopOnSignals
+from .threads import threads_in_use, use_threads
 
 # multistep and cosine step once per epoch, as the authors and the reproducibility report;
 # cosine_steps anneals per training step (batch) to zero at the run's last step: the schedule
@@ -50,6 +54,9 @@ from .stopping import StopOnSignals
 SCHEDULES = ("multistep", "cosine", "cosine_steps")
 PER_STEP_SCHEDULES = ("cosine_steps",)
 CHECKPOINT, BEST, HISTORY, METRICS = "checkpoint.pt", "best.pt", "history.csv", "metrics.json"
+# A new best.pt waits here until the checkpoint that records it is written (see Run.save).
+PENDING_BEST = ".best.pt.pending"
+RUN_FILES = (CHECKPOINT, BEST, HISTORY, METRICS, PENDING_BEST, METRICS + ".damaged")
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1",
                   "test_top5", "images_per_s", "epoch_seconds")
 # Result fields added after 0.1, with the value every older checkpoint was trained with.
@@ -58,6 +65,22 @@ CALIBRATIONS = ("none", "mse")
 CALIBRATION_BATCHES = 2
 # Config fields that do not change the result: a resumed run may differ in these.
 RUNTIME_FIELDS = ("device", "threads", "workers", "progress")
+# Config fields naming files: a run is keyed on their content (the prepared data's tensors, the
+# --init file's sha256), not on how their path is spelled; its own folder may move.
+PATH_FIELDS = ("out", "data", "init")
+CHECK_EVERY_STEPS = 50  # how often a diverging loss is looked for within an epoch
+
+
+class Damaged(Exception):
+    """A run folder's files cannot be resumed from (missing, truncated, not what they record)."""
+
+
+class Changed(Exception):
+    """A run folder holds a run of another config or start."""
+
+
+class Diverged(UserError):
+    """The training loss became NaN or infinite."""
 
 
 @dataclass
@@ -199,8 +222,7 @@ class Run:
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        self.threads = use_threads(cfg.threads)  # before any kernel runs (apot.threads)
         self.manifest = load_manifest(cfg.data)
         self.num_classes = len(self.manifest["classes"])
         self.train_loader, self.test_loader = make_loaders(cfg, self.manifest, self.device)
@@ -221,6 +243,7 @@ class Run:
         self.started_from: dict | None = None  # the --init file: path, sha256, its origin
         self.start_eval: dict | None = None    # test metrics of a 0-epoch run's initialization
         self.calibrated: dict | None = None    # activation thresholds set from data, by layer
+        self.best_file: dict | None = None     # file_record of best.pt, as last written
         self.init_has_act_alpha = False
         self.stop = StopOnSignals()
 
@@ -244,44 +267,115 @@ class Run:
                 "history": self.history, "best": self.best, "wall_seconds": self.wall_seconds,
                 "executions": self.executions, "config": self.cfg.result_fields(),
                 "started_from": self.started_from, "act_alpha_calibrated": self.calibrated,
-                "apot_version": __version__,
+                "data_identity": data_identity(self.manifest), "best_file": self.best_file,
+                "start_eval": self.start_eval, "apot_version": __version__,
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
 
     def resume(self) -> bool:
-        """Load checkpoint.pt if there is one; False for a fresh run."""
+        """Load checkpoint.pt if there is one; False for a fresh run. Raises Damaged when the
+        folder's files cannot be resumed from, Changed when they hold another run."""
         path = self.out / CHECKPOINT
         if not path.exists():
+            (self.out / PENDING_BEST).unlink(missing_ok=True)  # from a first epoch cut short
+            left = [name for name in (BEST, HISTORY, METRICS) if (self.out / name).exists()]
+            if left:
+                raise Damaged(f"{CHECKPOINT} is missing beside {', '.join(left)}")
             return False
-        stored = load_file(path)
-        saved = stored.get("config", {}) if isinstance(stored, dict) else {}
-        saved = {**FIELDS_ADDED_SINCE, **saved}  # a checkpoint from before a field existed
-        differ = {k: (saved.get(k), v) for k, v in self.cfg.result_fields().items()
-                  if saved.get(k) != v}
-        if differ:
-            listed = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
-            raise UserError(f"{self.out} holds a run with another config ({listed}); use a new "
-                            f"--out folder, or delete {path} to start over")
+        try:
+            stored = load_file(path)
+        except UserError as exc:
+            raise Damaged(str(exc)) from None
+        if not isinstance(stored, dict) or not {"state_dict", "optimizer", "epoch"} <= set(stored):
+            raise Damaged(f"{path} is not a run's checkpoint")
+        self.check_same_run(stored)
         check_model_meta(stored, model_description(self.cfg), str(path))
-        load_into_model(self.model, stored["state_dict"], source=str(path))
-        self.optimizer.load_state_dict(stored["optimizer"])
-        self.scheduler.load_state_dict(stored["scheduler"])
+        try:
+            load_into_model(self.model, stored["state_dict"], source=str(path))
+            self.optimizer.load_state_dict(stored["optimizer"])
+            self.scheduler.load_state_dict(stored["scheduler"])
+        except (UserError, ValueError, KeyError, RuntimeError) as exc:
+            raise Damaged(f"{path} does not fit the run ({exc})") from None
         self.epoch, self.history = stored["epoch"], stored["history"]
         self.best, self.wall_seconds = stored["best"], stored["wall_seconds"]
         self.executions = stored.get("executions", [])  # absent in checkpoints before 0.1
         self.started_from = stored.get("started_from")
         self.calibrated = stored.get("act_alpha_calibrated")
+        self.start_eval = stored.get("start_eval")
+        self.best_file = stored.get("best_file")
+        self.settle_best()
         torch.set_rng_state(stored["rng"]["torch"])
         if stored["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(stored["rng"]["cuda"])
         return True
 
+    def check_same_run(self, stored: dict) -> None:
+        """Raise Changed if the checkpoint was made by another config, on other data or from
+        another start. Paths count by what they hold: a moved folder, or the same file spelled
+        another way, is the same run."""
+        saved = {**FIELDS_ADDED_SINCE, **stored.get("config", {})}
+        differ = {k: (saved.get(k), v) for k, v in self.cfg.result_fields().items()
+                  if k not in PATH_FIELDS and saved.get(k) != v}
+        identity = stored.get("data_identity")
+        if identity is not None and identity != data_identity(self.manifest):
+            differ["data"] = ("other prepared tensors", f"{self.cfg.data}")
+        elif identity is None and not same_path(saved.get("data"), self.cfg.data):
+            differ["data"] = (saved.get("data"), self.cfg.data)
+        recorded = (stored.get("started_from") or {}).get("sha256")
+        if (saved.get("init") is None) != (self.cfg.init is None):
+            differ["init"] = (saved.get("init"), self.cfg.init)
+        elif self.cfg.init is not None and recorded and Path(self.cfg.init).is_file():
+            now = file_sha256(self.cfg.init)
+            if now != recorded:
+                differ["init"] = (f"a file of sha256 {recorded[:12]}",
+                                  f"{self.cfg.init} of sha256 {now[:12]}")
+        elif self.cfg.init is not None and not recorded and not same_path(saved["init"],
+                                                                           self.cfg.init):
+            differ["init"] = (saved.get("init"), self.cfg.init)
+        if differ:
+            listed = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
+            raise Changed(f"{self.out} holds a run with another config ({listed})")
+
+    def settle_best(self) -> None:
+        """Make best.pt the file the checkpoint records: a pending one the checkpoint names is
+        moved in (the process stopped between the two renames of save); one it does not name
+        is from an epoch that was not completed, and goes. Raises Damaged if best.pt is not
+        what the checkpoint records."""
+        pending = self.out / PENDING_BEST
+        if pending.exists():
+            if self.best_file is not None and file_record(pending) == self.best_file:
+                os.replace(pending, self.out / BEST)
+            else:
+                pending.unlink()
+        best = self.out / BEST
+        if self.best_file is None:  # a checkpoint from before the record: nothing to check
+            return
+        if not best.is_file():
+            raise Damaged(f"{BEST} is missing")
+        if file_record(best) != self.best_file:
+            raise Damaged(f"{BEST} is not the file its checkpoint records (truncated or "
+                          f"replaced: {os.path.getsize(best)} bytes, "
+                          f"{self.best_file['bytes']} when written)")
+
     def save(self, improved: bool) -> None:
+        """best.pt, checkpoint.pt and history.csv of the epoch just completed. The new best.pt
+        is written aside first and renamed in after the checkpoint that records it, so that
+        the two always agree: a stop between leaves a pending file the resume settles."""
+        pending = self.out / PENDING_BEST
+        recorded = self.best_file
+        try:
+            if improved:
+                save_atomic({"model": model_description(self.cfg),
+                             "state_dict": self.model.state_dict(), "epoch": self.epoch,
+                             "best_top1": self.best["top1"]}, pending)
+                self.best_file = file_record(pending)
+            save_atomic(self.state(), self.out / CHECKPOINT)
+        except BaseException:
+            pending.unlink(missing_ok=True)  # the epoch is not saved: nor is its best
+            self.best_file = recorded
+            raise
         if improved:
-            save_atomic({"model": model_description(self.cfg),
-                         "state_dict": self.model.state_dict(), "epoch": self.epoch,
-                         "best_top1": self.best["top1"]}, self.out / BEST)
-        save_atomic(self.state(), self.out / CHECKPOINT)
+            os.replace(pending, self.out / BEST)
         write_history(self.out / HISTORY, self.history)
 
     # ---------------------------------------------------------------- loops
@@ -303,6 +397,8 @@ class Run:
                                        (logits.argmax(1) == y).sum().double(),
                                        torch.tensor(len(y), dtype=torch.float64,
                                                     device=self.device)])
+            if step % CHECK_EVERY_STEPS == 0:
+                self.check_finite(totals[0].item(), "the training loss")
             if bar is not None:
                 bar.update(1)
                 if step % 10 == 0:
@@ -313,6 +409,7 @@ class Run:
             bar.close()
         seconds = time.perf_counter() - start
         loss_sum, correct, n = totals.tolist()
+        self.check_finite(loss_sum, "the training loss")
         return {"train_loss": loss_sum / n, "train_top1": 100 * correct / n,
                 "images_per_s": n / seconds, "epoch_seconds": seconds}
 
@@ -323,13 +420,16 @@ class Run:
         return {"test_loss": result["loss"], "test_top1": result["top1"],
                 "test_top5": result["top5"]}
 
-    def run(self) -> dict:
+    def run(self, resumed: bool | None = None) -> dict:
+        """Train from where ``resume`` left the run (``resumed``; None: resume now) to its
+        last epoch. Unlocked: ``train`` is the entry point that locks the folder."""
+        if resumed is None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            resumed = self.resume()
         with self.stop.active():
-            return self._run()
+            return self._run(resumed)
 
-    def _run(self) -> dict:
-        self.out.mkdir(parents=True, exist_ok=True)
-        resumed = self.resume()
+    def _run(self, resumed: bool) -> dict:
         if not resumed and self.cfg.init:
             self.initialize_from(self.cfg.init)
         if not resumed and self.cfg.act_alpha_calibration == "mse" and not self.init_has_act_alpha:
@@ -340,13 +440,14 @@ class Run:
               + f" of {self.cfg.epochs}"
               + (f", initialized from {self.cfg.init}" if self.cfg.init and not resumed else ""),
               file=sys.stderr, flush=True)
-        if self.cfg.epochs == 0:
+        if self.cfg.epochs == 0 and not resumed:
             self.evaluate_start()
         while self.epoch < self.cfg.epochs:
             lr = self.optimizer.param_groups[0]["lr"]
             started = time.perf_counter()
             row = {"epoch": self.epoch, "lr": lr, **self.train_epoch(), **self.test()}
             self.wall_seconds += time.perf_counter() - started
+            self.check_finite(row["test_loss"], "the test loss")
             self.history.append(row)
             improved = row["test_top1"] > self.best["top1"]
             if improved:
@@ -357,12 +458,22 @@ class Run:
             if execution["epochs"] == 0:
                 self.executions.append(execution)
             execution["epochs"] += 1
+            execution["threads"] = threads_in_use()  # as the epoch's kernels left them
             with self.stop.atomic():  # a stop lands before or after, never inside
                 self.save(improved)
                 print(epoch_line(row, self.cfg.epochs), file=sys.stderr, flush=True)
+        write_history(self.out / HISTORY, self.history)  # also if the last save stopped short
         metrics = self.metrics()
-        write_text_atomic(self.out / METRICS, json.dumps(metrics, indent=2) + "\n")
+        write_text_atomic(self.out / METRICS, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
         return metrics
+
+    def check_finite(self, value: float, what: str) -> None:
+        """Stop the run before it saves anything once ``value`` is NaN or infinite: the files
+        keep the last completed epoch."""
+        if not math.isfinite(value):
+            raise Diverged(f"run {self.out} diverged in epoch {self.epoch + 1}: {what} is "
+                           f"{value}; its files keep epoch {self.epoch}, the last finite one. "
+                           f"Lower --lr (or the thresholds' --act-alpha-lr), or check the data")
 
     def calibrate(self) -> None:
         """Activation thresholds from the first training batches (apot.quant.calibrate); the
@@ -396,19 +507,23 @@ class Run:
                 "final_top1": last["test_top1"], "final_top5": last["test_top5"],
                 "final_test_loss": last["test_loss"], "epochs": self.cfg.epochs,
                 "wall_seconds": round(self.wall_seconds, 2), "device": str(self.device),
+                "threads": threads_in_use(),
                 "seed": self.cfg.seed, "dataset": self.manifest.get("dataset"),
                 "data_source": self.manifest.get("source", {}).get("kind"),
                 **model_description(self.cfg), "init": self.cfg.init,
                 "started_from": self.started_from, "quantizer_rules": self.cfg.quantizer_rules,
                 "act_alpha_calibrated": self.calibrated,
                 "schedule": self.cfg.schedule, "executions": self.executions,
+                "files": run_files_record(self.out),
                 "note": ("best_top1: best test top-1 over epochs (the authors' reporting, which "
                          "selects on the test set); final_top1: the last epoch's test top-1")}
 
 
 def execution_context() -> dict:
-    """Where this process runs: host name, and the SLURM job id when it is a SLURM job."""
-    return {"host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+    """Where this process runs: host name, the SLURM job id when it is a SLURM job, and the
+    CPU threads torch and numba use."""
+    return {"host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "threads": threads_in_use()}
 
 
 def describe(execution: dict) -> str:
@@ -440,12 +555,58 @@ def write_history(path: Path, history: list[dict]) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train (or resume, or find complete) the run described by ``cfg``; returns its metrics."""
-    metrics_path = Path(cfg.out) / METRICS
+def data_identity(manifest: dict) -> dict:
+    """What a prepared dataset holds: its tensors' sha256 (small datasets), or the fingerprint
+    of the image folder it points at (ImageNet)."""
+    return manifest.get("files") or {"listing_sha256": manifest.get("source", {}).get(
+        "listing_sha256")}
+
+
+def same_path(a: str | None, b: str | None) -> bool:
+    """Whether two spellings name the same path (resolved against this working folder)."""
+    if a is None or b is None:
+        return a == b
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def set_aside(out: Path, kind: str) -> Path:
+    """Move a run folder's files into ``out/<kind>-<UTC time>/`` (kept, never deleted)."""
+    aside = out / f"{kind}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    aside.mkdir()
+    for name in RUN_FILES:
+        if (out / name).exists():
+            os.replace(out / name, aside / name)
+    return aside
+
+
+def train(cfg: TrainConfig, restart_if_changed: bool = False) -> dict:
+    """Train (or resume, or find complete) the run described by ``cfg``; returns its metrics.
+
+    One process at a time: the run folder is locked (apot.lock). A folder whose files are
+    damaged is set aside (``damaged-*``) and the run starts over; one holding another run
+    (config, data or start) is an error, or with ``restart_if_changed`` is set aside
+    (``superseded-*``) too. A run folder this call created is removed again if it fails
+    before writing anything into it.
+    """
+    cfg.validate()
+    with writing(cfg.out, "run"):
+        return _train_locked(cfg, restart_if_changed)
+
+
+def _train_locked(cfg: TrainConfig, restart_if_changed: bool) -> dict:
     run = Run(cfg)
-    if metrics_path.exists() and (Path(cfg.out) / CHECKPOINT).exists():
-        run.resume()
-        if run.epoch >= cfg.epochs:
-            return json.loads(metrics_path.read_text())
-    return run.run()
+    try:
+        resumed = run.resume()
+    except (Damaged, Changed) as problem:
+        if isinstance(problem, Changed) and not restart_if_changed:
+            raise UserError(f"{problem}; use a new --out folder, or pass --restart-if-changed "
+                            f"to set its files aside and start over") from None
+        kind = "damaged" if isinstance(problem, Damaged) else "superseded"
+        aside = set_aside(run.out, kind)
+        print(f"apot train: {run.out}: {problem}; its files were moved to {aside} and the run "
+              f"starts over", file=sys.stderr, flush=True)
+        run, resumed = Run(cfg), False
+    metrics_path = run.out / METRICS
+    if resumed and run.epoch >= cfg.epochs and metrics_path.exists() and not check_run(run.out):
+        return json.loads(metrics_path.read_text())
+    return run.run(resumed)

@@ -24,9 +24,9 @@ rule eval_authors:
         mem_mb=4000,
         runtime=30,
     shell:
-        "OMP_NUM_THREADS={threads} {APOT} eval --arch resnet20 --bits {wildcards.bits} "
+        "{APOT} eval --arch resnet20 --bits {wildcards.bits} "
         "--checkpoint {AUTHORS_DIR}/res20_{wildcards.bits}bit.pth.tar --data {params.data} "
-        "--split test {DEVICE_ARGS} "
+        "--split test {DEVICE_ARGS} --threads {threads} "
         "--out {output} > {log} 2>&1"
 
 

@@ -9,6 +9,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from apot.errors import UserError
+from apot.integrity import check_prepared, check_run
 from apot.sources import mirror_folder
 from apot.study import AUTHORS_BITS as AUTHORS_BITS_ALL
 from apot.study import (authors_checkpoints, check_config, check_data, check_starts,
@@ -69,7 +70,7 @@ TRAIN_GPUS = 0 if config["device"] == "cpu" else 1
 
 # Light jobs, and the download (compute nodes are often offline), stay on the submitting host
 # when a cluster profile is used.
-localrules: prepare_data, stage_authors_start, stage_torchvision_start, cost_tables, run_cost, summarize, report, all
+localrules: prepare_data, stage_authors_start, stage_torchvision_start, cost_tables, run_cost, summarize, report, study, all
 
 wildcard_constraints:
     data="[A-Za-z0-9_-]+",
@@ -182,3 +183,36 @@ def study_json():
     return json.dumps({"config": result_config(config), "skipped": SKIPPED,
                        "skipped_studies": SKIPPED_STUDIES, "authors_bits": AUTHORS_BITS,
                        "authors_data": AUTHORS_DATA}, sort_keys=True)
+
+
+
+def damaged_results():
+    """{output whose files fail their checks: the problems}, over the preset's prepared
+    datasets (tensors against the manifest's sha256) and completed runs (checkpoint.pt,
+    best.pt, history.csv against the record in metrics.json; apot.integrity)."""
+    found = {}
+    for name in DATA_NAMES:
+        problems = check_prepared(data_dir(name))
+        if problems:
+            found[f"{data_dir(name)}/manifest.json"] = problems
+    for path in RUNS:
+        problems = check_run(run_dir(path))
+        if problems:
+            found[run_metrics(path)] = problems
+    return found
+
+
+def set_aside_damaged():
+    """Snakemake sees only whether an output exists and how old it is: an output whose files
+    fail their checks is renamed <name>.damaged (kept, as evidence), so that it is missing,
+    and the rule `all`, which asks for every such output, has it made again with everything
+    that depends on it. Done by the process that plans the DAG, not again in cluster jobs."""
+    for output, problems in damaged_results().items():
+        os.replace(output, output + ".damaged")
+        print(f"apot: {os.path.dirname(output)}: {'; '.join(problems)}: "
+              f"{os.path.basename(output)} was renamed {os.path.basename(output)}.damaged; "
+              f"it is made again, with everything that depends on it", file=sys.stderr)
+
+
+if workflow.is_main_process:
+    set_aside_damaged()

@@ -36,4 +36,4 @@ rule run_cost:
         mem_mb=4000,
         runtime=10,
     shell:
-        "{APOT} cost {params.args} > {log} 2>&1"
+        "{APOT} cost {params.args} --threads {threads} > {log} 2>&1"

@@ -26,7 +26,8 @@ rule train_fp32:
         mem_mb=8000,
         runtime=24 * 60,
     shell:
-        "{APOT} train {params.args} {DEVICE_ARGS} --threads {threads} --no-progress >> {log} 2>&1"
+        "{APOT} train {params.args} {DEVICE_ARGS} --threads {threads} --no-progress "
+        "--restart-if-changed >> {log} 2>&1"
 
 
 rule train_quantized:
@@ -48,4 +49,5 @@ rule train_quantized:
         mem_mb=8000,
         runtime=24 * 60,
     shell:
-        "{APOT} train {params.args} {DEVICE_ARGS} --threads {threads} --no-progress >> {log} 2>&1"
+        "{APOT} train {params.args} {DEVICE_ARGS} --threads {threads} --no-progress "
+        "--restart-if-changed >> {log} 2>&1"

@@ -108,7 +108,8 @@ def no_download(monkeypatch, tmp_path):
 def test_mirror_archive_is_prepared_losslessly(mirror, tmp_path):
     out = tmp_path / "prepared"
     manifest = prepare_dataset("cifar10", out, mirror=str(mirror))
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "test.pt", "train.pt"]
+    assert sorted(p.name for p in out.iterdir()) == [".apot.lock", "manifest.json", "test.pt", "train.pt"]
+    assert (out / ".apot.lock").read_text() == ""  # the lock, released
     assert json.loads((out / "manifest.json").read_text()) == manifest
     archive = mirror / ARCHIVE
     assert manifest["dataset"] == "cifar10"

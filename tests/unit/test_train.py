@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numba
 import pytest
 import torch
 
@@ -72,31 +73,42 @@ def test_second_call_finds_the_run_complete(data, tmp_path):
     assert os.stat(tmp_path / "run" / CHECKPOINT).st_mtime_ns == stamp
 
 
-def train_command(data: Path) -> list[str]:
+def train_command(data: Path, bits: int = 32, threads: int = 1) -> list[str]:
     return [sys.executable, "-m", "apot", "train", "--arch", "resnet20", "--data", str(data),
             "--epochs", "3", "--batch-size", "16", "--lr", "0.05", "--milestones", "2",
-            "--device", "cpu", "--threads", "1", "--no-progress"]
+            "--bits", str(bits), "--device", "cpu", "--threads", str(threads), "--no-progress"]
 
 
 def no_slurm_env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
 
 
+CORES = len(os.sched_getaffinity(0))
+# (bits, threads): the float run, and 4-bit runs (numba's activation kernel) on one thread and
+# on every core: the thread count must hold from the first batch of the resumed process on.
+STOPS = [((32, 1), signal.SIGKILL), ((32, 1), signal.SIGTERM), ((4, 1), signal.SIGKILL),
+         ((4, CORES), signal.SIGKILL)]
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(data, tmp_path_factory) -> Path:
+def uninterrupted(request, data, tmp_path_factory) -> tuple[tuple, Path]:
     """The 3-epoch run of train_command, never stopped: what a stopped-and-resumed run must
     equal."""
+    bits, threads = request.param
     out = tmp_path_factory.mktemp("uninterrupted") / "whole"
-    subprocess.run(train_command(data) + ["--out", str(out)], check=True, capture_output=True,
-                   env=no_slurm_env())
-    return out
+    subprocess.run(train_command(data, bits, threads) + ["--out", str(out)], check=True,
+                   capture_output=True, env=no_slurm_env())
+    return request.param, out
 
 
-@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("uninterrupted,stop", STOPS, indirect=["uninterrupted"],
+                         ids=[f"w{b}-threads{t}-{s.name}" for (b, t), s in STOPS])
 def test_stopped_mid_epoch_then_rerun_equals_uninterrupted(data, tmp_path, stop, uninterrupted):
     """SIGKILL (a crash) and SIGTERM (a scheduler's stop) in epoch 1; the rerun, as another
-    SLURM job, resumes after epoch 0 and ends where an uninterrupted run ends."""
-    command = train_command(data)
+    SLURM job, resumes after epoch 0 and ends bit for bit where an uninterrupted run ends, on
+    the thread count it was given (recorded in the metrics)."""
+    (bits, threads), whole_dir = uninterrupted
+    command = train_command(data, bits, threads)
     job = no_slurm_env()
 
     killed = tmp_path / "killed"
@@ -120,18 +132,36 @@ def test_stopped_mid_epoch_then_rerun_equals_uninterrupted(data, tmp_path, stop,
                           text=True, env={**job, "SLURM_JOB_ID": "102"})
     assert "(SLURM job 102), device cpu, resuming after epoch 1 of 3" in done.stderr
 
-    assert results(killed) == results(uninterrupted)
-    whole = json.loads((uninterrupted / METRICS).read_text())
+    assert results(killed) == results(whole_dir)
+    whole = json.loads((whole_dir / METRICS).read_text())
     resumed = json.loads((killed / METRICS).read_text())
-    for key in ("best_top1", "best_epoch", "final_top1", "final_top5", "final_test_loss"):
-        assert resumed[key] == whole[key], key
-    # which job trained which epochs
-    assert [(e["slurm_job_id"], e["first_epoch"], e["epochs"]) for e in resumed["executions"]
-            ] == [("101", 0, 1), ("102", 1, 2)]
+    measured = ("wall_seconds", "executions", "files")
+    assert {k: v for k, v in resumed.items() if k not in measured} == \
+        {k: v for k, v in whole.items() if k not in measured}
+    assert resumed["threads"] == {"torch": threads, "numba": threads}
+    # which job trained which epochs, on how many threads
+    assert [(e["slurm_job_id"], e["first_epoch"], e["epochs"], e["threads"]["torch"])
+            for e in resumed["executions"]] == [("101", 0, 1, threads), ("102", 1, 2, threads)]
     assert [(e["slurm_job_id"], e["epochs"]) for e in whole["executions"]] == [(None, 3)]
     a = load_file(killed / CHECKPOINT)["state_dict"]
-    b = load_file(uninterrupted / CHECKPOINT)["state_dict"]
+    b = load_file(whole_dir / CHECKPOINT)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (killed / BEST).read_bytes() == (whole_dir / BEST).read_bytes()
+
+
+def test_the_thread_count_holds_after_the_activation_kernel(tmp_path):
+    """numba's first parallel loop resets OpenMP's thread count to every core, and torch reads
+    it: apot.threads starts numba's pool first, so the count asked for holds."""
+    script = (
+        "import torch\n"
+        "from apot.threads import use_threads\n"
+        "from apot.quant.functional import activation_parts, shared_projector\n"
+        "print(use_threads(1))\n"
+        "activation_parts(torch.rand(100000), torch.tensor(1.0), shared_projector('apot', 3, 2))\n"
+        "print(torch.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                         text=True).stdout.split("\n")
+    assert out[0] == "{'torch': 1, 'numba': 1}" and out[1] == "1"
 
 
 def test_resuming_with_another_config_is_refused(data, tmp_path):
@@ -297,8 +327,11 @@ def test_a_line_at_the_start_and_one_per_epoch_without_a_progress_bar(data, tmp_
         f"epoch {i + 1}/2: lr {float(r['lr']):.4g}, train loss {float(r['train_loss']):.4f}, "
         f"train top-1 {float(r['train_top1']):.2f}, test top-1 {float(r['test_top1']):.2f}, "
         f"{float(r['epoch_seconds']):.1f} s training" for i, r in enumerate(rows)]
+    threads = {"torch": torch.get_num_threads(), "numba": numba.get_num_threads()}
     assert metrics["executions"] == [{"host": metrics["executions"][0]["host"],
-                                      "slurm_job_id": None, "first_epoch": 0, "epochs": 2}]
+                                      "slurm_job_id": None, "first_epoch": 0, "epochs": 2,
+                                      "threads": threads}]
+    assert metrics["threads"] == threads
 
 
 def test_a_100_class_dataset_gets_a_100_way_head(tmp_path):
@@ -354,6 +387,8 @@ def test_a_checkpoint_from_before_quantizer_rules_resumes(data, tmp_path):
     state = load_file(tmp_path / "old" / CHECKPOINT)
     del state["config"]["quantizer_rules"]
     torch.save(state, tmp_path / "old" / CHECKPOINT)
-    assert train(cfg) == metrics
+    again = train(cfg)  # metrics.json is written again: it records the checkpoint it ends at
+    assert again["files"]["checkpoint.pt"] != metrics["files"]["checkpoint.pt"]
+    assert {**again, "files": None} == {**metrics, "files": None}
     with pytest.raises(UserError, match="quantizer_rules: 'cifar' there, 'imagenet' now"):
         train(replace(cfg, quantizer_rules="imagenet"))

@@ -1,0 +1,88 @@
+"""Checks of the files results rely on: a run folder's files against the record its
+metrics.json keeps, a prepared dataset's tensors against its manifest.
+
+A completed run's metrics.json lists the size and sha256 of checkpoint.pt, best.pt and
+history.csv as they were when it was written. The workflow checks every completed run when it
+starts (rules/common.smk) and redoes one whose files are missing or differ; `apot summarize`
+refuses to aggregate it. Results from before this record (no "files" key) are not checkable
+and are taken as they are.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .checkpoints import file_sha256
+
+RUN_FILES = ("checkpoint.pt", "best.pt", "history.csv")
+METRICS = "metrics.json"
+
+
+def file_record(path: str | os.PathLike) -> dict:
+    """{"bytes": size, "sha256": hex digest} of a file."""
+    return {"bytes": os.path.getsize(path), "sha256": file_sha256(path)}
+
+
+def run_files_record(folder: str | os.PathLike) -> dict:
+    """The record of a completed run's files (those present), for its metrics.json."""
+    folder = Path(folder)
+    return {name: file_record(folder / name) for name in RUN_FILES if (folder / name).is_file()}
+
+
+def check_files(folder: Path, record: dict) -> list[str]:
+    """What differs between the files in ``folder`` and ``record`` ({name: file_record})."""
+    problems = []
+    for name, expected in sorted(record.items()):
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif os.path.getsize(path) != expected.get("bytes"):
+            problems.append(f"{name} has {os.path.getsize(path)} bytes, "
+                            f"{expected.get('bytes')} when written")
+        elif file_sha256(path) != expected.get("sha256"):
+            problems.append(f"{name} changed since it was written (sha256 differs)")
+    return problems
+
+
+def check_run(folder: str | os.PathLike) -> list[str]:
+    """Problems of a completed run's folder (empty: it is whole). A folder without
+    metrics.json has not completed: nothing to check here."""
+    folder = Path(folder)
+    path = folder / METRICS
+    if not path.is_file():
+        return []
+    try:
+        metrics = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return [f"{METRICS} is not JSON"]
+    except OSError as exc:
+        return [f"{METRICS} cannot be read ({exc.strerror})"]
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("best_top1"), (int, float)):
+        return [f"{METRICS} is not the metrics of a run"]
+    return check_files(folder, metrics.get("files") or {})
+
+
+def check_prepared(folder: str | os.PathLike) -> list[str]:
+    """Problems of a prepared dataset's folder against its manifest (empty: whole, or not
+    prepared yet)."""
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        return []
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return ["manifest.json is not JSON"]
+    except OSError as exc:
+        return [f"manifest.json cannot be read ({exc.strerror})"]
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        return []  # ImageNet: a manifest of a folder, no tensors here
+    problems = []
+    for name, digest in sorted(files.items()):
+        if not (folder / name).is_file():
+            problems.append(f"{name} is missing")
+        elif file_sha256(folder / name) != digest:
+            problems.append(f"{name} does not match its manifest (changed or damaged)")
+    return problems
