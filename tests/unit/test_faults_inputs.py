@@ -2,10 +2,12 @@
 summary.json, a broken config.yaml. Each must end in a one-line error that names the file and
 the fix, never in a traceback, a code execution or unbounded memory.
 
-tests/integration/test_faults.py covers faults of processes and the file system.
+tests/integration/test_faults_system.py covers faults of processes and the file system.
 """
+import errno
 import io
 import json
+import os
 import re
 import tarfile
 import tracemalloc
@@ -268,3 +270,31 @@ def test_good_or_missing_config_passes_and_the_snakefile_checks_first(tmp_path):
     snakefile = (REPO / "Snakefile").read_text()
     call, directive = 'check_yaml("config.yaml")', 'configfile: "config.yaml"'
     assert call in snakefile and snakefile.index(call) < snakefile.index(directive)
+
+
+# ---------------------------------------------------------------- operating-system errors
+
+@pytest.mark.parametrize("code, words", [
+    (errno.ENOSPC, "no space left on device (results/x/checkpoint.pt); free space there"),
+    (errno.EACCES, "permission denied (results/x/checkpoint.pt); check the permissions"),
+    (errno.EROFS, "read-only file system (results/x/checkpoint.pt); that file system is "
+                  "read-only: write elsewhere"),
+    (errno.ENOENT, "no such file or directory (results/x/checkpoint.pt); create the folder"),
+    (errno.ENOTDIR, "not a directory (results/x/checkpoint.pt); a part of the path is a file"),
+])
+def test_an_os_error_is_one_line_with_cause_path_and_fix(code, words):
+    from apot.errors import os_error_message
+    message = os_error_message(OSError(code, os.strerror(code), "results/x/checkpoint.pt"))
+    assert message.startswith(words) and "\n" not in message
+
+
+def test_an_os_error_in_any_command_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    from apot import cli
+
+    def denied(args):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "x"))
+    monkeypatch.setattr(cli, "cmd_levels", denied)
+    assert cli.main(["levels", "--bits", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"apot levels: error: permission denied ({tmp_path / 'x'}); check the "
+                   f"permissions of the path\n")

@@ -2,7 +2,7 @@
 while holding its lock, a full disk (a real 3 MB tmpfs where one can be mounted, an injected
 ENOSPC everywhere), bad --out paths, failures that must leave no empty folder, a diverging
 loss, moved and re-spelled run folders, a changed start, damaged run files, and the workflow
-redoing a run whose files were lost. tests/unit/test_faults.py injects faults in inputs
+redoing a run whose files were lost. tests/unit/test_faults_inputs.py injects faults in inputs
 (archives, checkpoints, summary.json, config.yaml); tests/unit/test_train.py kills runs
 mid-epoch (SIGKILL, SIGTERM) at one thread and at the core count."""
 from __future__ import annotations
@@ -158,6 +158,24 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(data, tmpfs_3mb):
     load_file(out / BEST)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [LOCK_NAME, CHECKPOINT, BEST, HISTORY])  # no temporary or pending file left
+
+
+def test_a_read_only_file_system_is_one_line(data, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        done = subprocess.run(apot(*train_args(data, folder / "run", "--epochs", "1")),
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+    assert done.returncode == 1
+    [line] = error_lines(done.stderr)
+    assert line == (f"apot train: error: read-only file system ({folder / 'run'}); that file "
+                    f"system is read-only: write elsewhere")
 
 
 def test_no_space_left_at_any_write_is_one_line_and_cleaned_up(data, tmp_path, capsys,
