@@ -28,16 +28,20 @@ include: "rules/report.smk"
 
 # Snakemake rebuilds a missing file only when something that needs it must run: once the
 # report is up to date, a deleted metrics.json would go unnoticed. These two aggregate rules
-# ask for every result by name, so that a missing one (or one set aside as damaged, see
-# rules/common.smk) is made again, with everything downstream of it.
+# ask for every result by name, so that a missing one is made again, with everything
+# downstream of it; force_damaged (rules/common.smk) does the same for results whose files
+# fail their checks.
 rule study:
     input:
         rules.summarize.input,
         rules.summarize.output,
+        force_damaged,
 
 
 rule all:
     input:
         REPORT_FILES,
-        rules.study.input,
+        rules.summarize.input,
+        rules.summarize.output,
+        force_damaged,
     default_target: True

@@ -31,11 +31,10 @@ AUTHORS_KEY_SUFFIXES = {
 }
 
 
-def _looks_like_torch_file(path: Path) -> bool:
+def _looks_like_torch_bytes(data: bytes) -> bool:
     """A torch.save file is a zip archive, or (legacy format) starts with a pickle protocol."""
-    with path.open("rb") as handle:
-        head = handle.read(2)
-    return zipfile.is_zipfile(path) or (len(head) == 2 and head[0] == 0x80 and head[1] >= 2)
+    return zipfile.is_zipfile(io.BytesIO(data)) or (
+        len(data) >= 2 and data[0] == 0x80 and data[1] >= 2)
 
 
 # Pickle opcodes that push a string: STACK_GLOBAL (protocol 4+) takes the last two pushed as
@@ -113,10 +112,13 @@ def load_file(path: str | os.PathLike) -> Any:
         raise UserError(f"checkpoint {path} is not a file (give the checkpoint file itself)")
     corrupt = (f"checkpoint {path} is corrupt or not a PyTorch checkpoint (an HTML page or a "
                f"Git LFS pointer instead of the file?); download or copy it again")
-    if not _looks_like_torch_file(path):
+    # Read here, not by torch: a failing read (a network file system, a bad disk) is then an
+    # OSError naming the file, which is not confused with damaged content.
+    data = path.read_bytes()
+    if not _looks_like_torch_bytes(data):
         raise UserError(corrupt)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # torch's message differs between formats and protocols: the pickle itself says
         # whether it asked for code (refused) or is only damaged (corrupt)
@@ -127,7 +129,7 @@ def load_file(path: str | os.PathLike) -> Any:
             f"checkpoint {path} was refused: it asks to load {unsafe}, which is not a "
             f"tensor or plain container, and loading it could run code. Re-save its state "
             f"dict from a trusted environment.") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError,
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError,
             IndexError) as exc:
         raise UserError(f"{corrupt} [{type(exc).__name__}]") from None
 

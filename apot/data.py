@@ -73,16 +73,21 @@ def _check_size(size: int, size_text: str, name: str, path: Path, total: int) ->
 
 
 def _read_member(handle: BinaryIO, declared: int, name: str, path: Path, total: int) -> bytes:
-    """A member's bytes, never more than MAX_MEMBER_BYTES + 1 of them in memory.
+    """A member's bytes, never more than its declared size (at most MAX_MEMBER_BYTES) + 1 of
+    them in memory.
 
     ``declared`` is the size in the member's header, ``total`` the bytes already read from
     this archive. The header is checked before reading (a declared bomb costs nothing), and
     the bytes actually read after it, since a header is only the archive's claim.
     """
     _check_size(declared, f"{declared:,} bytes", name, path, total)
-    data = handle.read(MAX_MEMBER_BYTES + 1)
-    _check_size(len(data), f"{len(data):,} bytes read (its header says {declared:,})",
-                name, path, total)
+    # one byte more than the header says: enough to catch a lying header, and no 32 MiB
+    # buffer allocated per member (read(n) allocates n bytes up front)
+    data = handle.read(declared + 1)
+    if len(data) > declared:
+        raise UserError(f"archive {path} is unsafe: member {name!r} holds more than the "
+                        f"{declared:,} bytes its header says; refusing to read it (a damaged or "
+                        f"malicious archive?). Download or copy it again from a trusted source")
     return data
 
 

@@ -42,50 +42,77 @@ def describe_holder(text: str) -> str:
         return "another process (its lock file names no holder)"
 
 
+# flock errors of a file system that has no locks (Lustre mounted without flock, NFS without
+# its lock daemon, some FUSE mounts): the command runs unlocked, with a warning.
+NO_LOCKS = (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP)
+
+
 @contextlib.contextmanager
 def exclusive(folder: str | os.PathLike, what: str) -> Iterator[None]:
-    """Hold ``folder``'s lock (creating the folder if needed) or raise a UserError naming the
-    holder at once; ``what`` names the folder's content in messages ("run", "dataset")."""
+    """Hold ``folder``'s lock or raise a UserError naming the holder at once; ``what`` names
+    the folder's content in messages ("run", "prepared dataset"). The folder is created if
+    needed, and removed again if the block fails while it holds nothing but the lock (a
+    command that failed before writing anything leaves no empty folder)."""
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
-    handle = open(path, "a+")
+    handle = _locked_handle(folder, what)
     try:
+        if handle is not None:
+            _announce_takeover(handle, folder)
+            _rewrite(handle, json.dumps(holder_record()) + "\n")
+        try:
+            yield
+        except BaseException:
+            if created:  # still holding the lock: no other writer is inside
+                remove_if_empty(folder)
+            raise
+        finally:
+            if handle is not None and folder.is_dir():
+                _rewrite(handle, "")
+    finally:
+        if handle is not None:
+            handle.close()  # releases the lock
+
+
+def _locked_handle(folder: Path, what: str):
+    """The lock file of ``folder``, open and locked (None on a file system without locks)."""
+    path = folder / LOCK_NAME
+    while True:
+        handle = open(path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            handle.seek(0)
+            holder = handle.read()
+            handle.close()
+            if exc.errno in NO_LOCKS:
+                print(f"apot: warning: {path}: the file system has no locks "
+                      f"({os.strerror(exc.errno)}); nothing stops a second writer in {folder}",
+                      file=sys.stderr)
+                return None
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
-            handle.seek(0)
-            raise UserError(f"{what} folder {folder} is in use by {describe_holder(handle.read())}"
-                            f"; wait for it to finish or stop it, or use another folder") from None
-        handle.seek(0)
-        left = handle.read()
-        if left.strip():
-            print(f"apot: taking over the lock of {folder} left by "
-                  f"{describe_holder(left)}, which is no longer running", file=sys.stderr)
-        _rewrite(handle, json.dumps(holder_record()) + "\n")
+            raise UserError(f"{what} folder {folder} is in use by {describe_holder(holder)}; "
+                            f"wait for it to finish or stop it, or use another folder (if that "
+                            f"host is gone for good, delete {path})") from None
+        # the file locked must still be the one at the path: a writer that failed early may
+        # have removed it (remove_if_empty) between our open and our lock
         try:
-            yield
-        finally:
-            _rewrite(handle, "")
-    finally:
-        handle.close()  # releases the lock
+            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()
+        folder.mkdir(parents=True, exist_ok=True)
 
 
-@contextlib.contextmanager
-def writing(folder: str | os.PathLike, what: str) -> Iterator[None]:
-    """``exclusive(folder, what)``; a folder this call created is removed again if the block
-    fails before anything but the lock was written into it (no empty folder left behind)."""
-    folder = Path(folder)
-    created = not folder.exists()
-    try:
-        with exclusive(folder, what):
-            yield
-    except BaseException:
-        if created:
-            remove_if_empty(folder)
-        raise
+def _announce_takeover(handle, folder: Path) -> None:
+    handle.seek(0)
+    left = handle.read()
+    if left.strip():
+        print(f"apot: taking over the lock of {folder} left by {describe_holder(left)}, which "
+              f"is no longer running", file=sys.stderr)
 
 
 def remove_if_empty(folder: Path) -> None:
@@ -95,7 +122,7 @@ def remove_if_empty(folder: Path) -> None:
             (folder / LOCK_NAME).unlink(missing_ok=True)
             folder.rmdir()
     except OSError:
-        pass  # someone else's now, or already gone
+        pass  # not empty after all, or already gone
 
 
 def _rewrite(handle, text: str) -> None:

@@ -30,7 +30,7 @@ from . import __version__
 from .checkpoints import file_sha256, save_atomic, write_text_atomic
 from .data import IMAGE_SUFFIXES, read_splits
 from .errors import UserError
-from .lock import writing
+from .lock import exclusive
 from .sources import DATASETS, MANIFEST, MIRROR_ENV, SMALL_DATASETS, mirror_folder  # noqa: F401
 
 SPLITS = ("train", "test")
@@ -159,7 +159,7 @@ def prepare_dataset(name: str, out: str | os.PathLike, *, mirror: str | None = N
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     out = Path(out)
-    with writing(out, "prepared dataset"):
+    with exclusive(out, "prepared dataset"):
         return _prepare_locked(name, out, mirror, download_root, imagenet_root,
                                {"train": train_per_class, "test": test_per_class}, seed,
                                synthetic_classes)

@@ -49,8 +49,9 @@ class StopOnSignals:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[StopOnSignals]:
+        """Stop on the signals inside this block (re-entrant: an inner block changes nothing)."""
         self._owner = os.getpid()
-        if threading.current_thread() is not threading.main_thread():
+        if self._previous or threading.current_thread() is not threading.main_thread():
             yield self
             return
         for signum in STOP_SIGNALS:

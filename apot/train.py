@@ -44,7 +44,7 @@ from .quant.convert import FIRST_LAST_POLICIES
 from .quant.levels import MAX_BITS, SCHEMES
 from .quant.modules import ACT_ALPHA_INIT_BY_RULES, QUANTIZER_RULES
 from .prepare import load_manifest, load_prepared
-from .lock import writing
+from .lock import exclusive
 from .stopping import StopOnSignals
 from .threads import threads_in_use, use_threads
 
@@ -56,7 +56,7 @@ PER_STEP_SCHEDULES = ("cosine_steps",)
 CHECKPOINT, BEST, HISTORY, METRICS = "checkpoint.pt", "best.pt", "history.csv", "metrics.json"
 # A new best.pt waits here until the checkpoint that records it is written (see Run.save).
 PENDING_BEST = ".best.pt.pending"
-RUN_FILES = (CHECKPOINT, BEST, HISTORY, METRICS, PENDING_BEST, METRICS + ".damaged")
+RUN_FILES = (METRICS, CHECKPOINT, BEST, HISTORY, PENDING_BEST)  # metrics.json first: see set_aside
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1",
                   "test_top5", "images_per_s", "epoch_seconds")
 # Result fields added after 0.1, with the value every older checkpoint was trained with.
@@ -217,7 +217,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
 class Run:
     """A training run in a folder: builds everything from the config, resumes if it can."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, stop: StopOnSignals | None = None):
         cfg.validate()
         self.cfg = cfg
         self.out = Path(cfg.out)
@@ -245,7 +245,7 @@ class Run:
         self.calibrated: dict | None = None    # activation thresholds set from data, by layer
         self.best_file: dict | None = None     # file_record of best.pt, as last written
         self.init_has_act_alpha = False
-        self.stop = StopOnSignals()
+        self.stop = stop or StopOnSignals()
 
     # ---------------------------------------------------------------- state
     def initialize_from(self, path: str) -> None:
@@ -295,7 +295,8 @@ class Run:
             self.optimizer.load_state_dict(stored["optimizer"])
             self.scheduler.load_state_dict(stored["scheduler"])
         except (UserError, ValueError, KeyError, RuntimeError) as exc:
-            raise Damaged(f"{path} does not fit the run ({exc})") from None
+            # the same config, another model or optimizer state: made by other code
+            raise Changed(f"{path} does not fit the model this version builds ({exc})") from None
         self.epoch, self.history = stored["epoch"], stored["history"]
         self.best, self.wall_seconds = stored["best"], stored["wall_seconds"]
         self.executions = stored.get("executions", [])  # absent in checkpoints before 0.1
@@ -348,7 +349,12 @@ class Run:
             else:
                 pending.unlink()
         best = self.out / BEST
-        if self.best_file is None:  # a checkpoint from before the record: nothing to check
+        if self.best_file is None:  # a checkpoint from before the record: best.pt must load
+            if best.is_file():
+                try:
+                    load_file(best)
+                except UserError as exc:
+                    raise Damaged(str(exc)) from None
             return
         if not best.is_file():
             raise Damaged(f"{BEST} is missing")
@@ -440,7 +446,7 @@ class Run:
               + f" of {self.cfg.epochs}"
               + (f", initialized from {self.cfg.init}" if self.cfg.init and not resumed else ""),
               file=sys.stderr, flush=True)
-        if self.cfg.epochs == 0 and not resumed:
+        if self.cfg.epochs == 0 and self.start_eval is None:  # (not in checkpoints before 0.2)
             self.evaluate_start()
         while self.epoch < self.cfg.epochs:
             lr = self.optimizer.param_groups[0]["lr"]
@@ -495,6 +501,7 @@ class Run:
         started = time.perf_counter()
         self.start_eval = self.test()
         self.wall_seconds += time.perf_counter() - started
+        self.check_finite(self.start_eval["test_loss"], "the test loss of the initialization")
         self.best = {"top1": self.start_eval["test_top1"], "epoch": None}
         print(f"apot train: 0 epochs: the initialization as it is, test top-1 "
               f"{self.start_eval['test_top1']:.2f}", file=sys.stderr, flush=True)
@@ -507,7 +514,10 @@ class Run:
                 "final_top1": last["test_top1"], "final_top5": last["test_top5"],
                 "final_test_loss": last["test_loss"], "epochs": self.cfg.epochs,
                 "wall_seconds": round(self.wall_seconds, 2), "device": str(self.device),
-                "threads": threads_in_use(),
+                # the threads that trained the run (its last process), not those of a process
+                # that only rewrote its metrics
+                "threads": (self.executions[-1].get("threads") if self.executions
+                            else None) or threads_in_use(),
                 "seed": self.cfg.seed, "dataset": self.manifest.get("dataset"),
                 "data_source": self.manifest.get("source", {}).get("kind"),
                 **model_description(self.cfg), "init": self.cfg.init,
@@ -570,12 +580,22 @@ def same_path(a: str | None, b: str | None) -> bool:
 
 
 def set_aside(out: Path, kind: str) -> Path:
-    """Move a run folder's files into ``out/<kind>-<UTC time>/`` (kept, never deleted)."""
-    aside = out / f"{kind}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    aside.mkdir()
+    """Move a run folder's files into ``out/<kind>-<UTC time>/`` (kept, never deleted).
+    metrics.json goes first: a folder seen halfway through is an incomplete run, not a complete
+    one missing its files."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = out / f"{kind}-{stamp}"
+    for n in range(2, 100):
+        try:
+            aside.mkdir()
+            break
+        except FileExistsError:
+            aside = out / f"{kind}-{stamp}-{n}"
     for name in RUN_FILES:
-        if (out / name).exists():
+        try:
             os.replace(out / name, aside / name)
+        except FileNotFoundError:
+            pass
     return aside
 
 
@@ -589,24 +609,29 @@ def train(cfg: TrainConfig, restart_if_changed: bool = False) -> dict:
     before writing anything into it.
     """
     cfg.validate()
-    with writing(cfg.out, "run"):
+    with exclusive(cfg.out, "run"):
         return _train_locked(cfg, restart_if_changed)
 
 
 def _train_locked(cfg: TrainConfig, restart_if_changed: bool) -> dict:
-    run = Run(cfg)
-    try:
-        resumed = run.resume()
-    except (Damaged, Changed) as problem:
-        if isinstance(problem, Changed) and not restart_if_changed:
-            raise UserError(f"{problem}; use a new --out folder, or pass --restart-if-changed "
-                            f"to set its files aside and start over") from None
-        kind = "damaged" if isinstance(problem, Damaged) else "superseded"
-        aside = set_aside(run.out, kind)
-        print(f"apot train: {run.out}: {problem}; its files were moved to {aside} and the run "
-              f"starts over", file=sys.stderr, flush=True)
-        run, resumed = Run(cfg), False
-    metrics_path = run.out / METRICS
-    if resumed and run.epoch >= cfg.epochs and metrics_path.exists() and not check_run(run.out):
-        return json.loads(metrics_path.read_text())
-    return run.run(resumed)
+    stop = StopOnSignals()
+    with stop.active():  # a stop while resuming or setting aside is a clean stop too
+        run = Run(cfg, stop)
+        try:
+            resumed = run.resume()
+        except (Damaged, Changed) as problem:
+            if isinstance(problem, Changed) and not restart_if_changed:
+                raise UserError(f"{problem}; use a new --out folder, or pass "
+                                f"--restart-if-changed to set its files aside and start over"
+                                ) from None
+            with stop.atomic():
+                aside = set_aside(run.out, "damaged" if isinstance(problem, Damaged)
+                                  else "superseded")
+            print(f"apot train: {run.out}: {problem}; its files were moved to {aside} and the "
+                  f"run starts over", file=sys.stderr, flush=True)
+            run, resumed = Run(cfg, stop), False
+        metrics_path = run.out / METRICS
+        if (resumed and run.epoch >= cfg.epochs and metrics_path.exists()
+                and not check_run(run.out)):
+            return json.loads(metrics_path.read_text())
+        return run.run(resumed)

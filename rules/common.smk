@@ -202,17 +202,26 @@ def damaged_results():
     return found
 
 
-def set_aside_damaged():
-    """Snakemake sees only whether an output exists and how old it is: an output whose files
-    fail their checks is renamed <name>.damaged (kept, as evidence), so that it is missing,
-    and the rule `all`, which asks for every such output, has it made again with everything
-    that depends on it. Done by the process that plans the DAG, not again in cluster jobs."""
-    for output, problems in damaged_results().items():
-        os.replace(output, output + ".damaged")
-        print(f"apot: {os.path.dirname(output)}: {'; '.join(problems)}: "
-              f"{os.path.basename(output)} was renamed {os.path.basename(output)}.damaged; "
-              f"it is made again, with everything that depends on it", file=sys.stderr)
+# Snakemake sees only whether an output exists and how old it is. Outputs whose files fail
+# their checks are found once, here, by the process that plans the DAG (not again in each
+# cluster job), and forced to run again, with everything that depends on them, as
+# --forcerun would: the rules `all` and `study` take force_damaged as an input function,
+# which runs while the DAG is built, after Snakemake's own --forcerun list has been read.
+# Nothing is moved or deleted here: a dry run only shows the plan; the job itself (apot train,
+# apot prepare-data) sets the damaged files aside.
+DAMAGED = damaged_results() if workflow.is_main_process else {}
+for _output, _problems in DAMAGED.items():
+    print(f"apot: {os.path.dirname(_output)}: {'; '.join(_problems)}: it is made again, with "
+          f"everything that depends on it", file=sys.stderr)
 
 
-if workflow.is_main_process:
-    set_aside_damaged()
+def force_damaged(wildcards):
+    """Input function of `all` and `study`: adds the damaged outputs to the DAG's forced
+    files; asks for no file itself."""
+    if DAMAGED:
+        forced = getattr(workflow.dag, "forcefiles", None)
+        if forced is None:  # a Snakemake whose DAG keeps them elsewhere: say what to do
+            raise WorkflowError("damaged results (above) cannot be forced to run again by this "
+                                "Snakemake; run again with --forcerun " + " ".join(DAMAGED))
+        forced.update(DAMAGED)
+    return []

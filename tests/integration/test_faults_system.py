@@ -364,6 +364,75 @@ def test_a_damaged_run_is_set_aside_and_trained_again(data, tmp_path, capsys, da
     assert again["files"]["best.pt"] == first["files"]["best.pt"]  # the same weights again
 
 
+def test_a_read_error_is_not_taken_for_damage(data, tmp_path, monkeypatch):
+    """An I/O error while reading the checkpoint (a network file system, a bad disk) is an
+    error of the system: the run's files stay where they are."""
+    cfg = config(data, tmp_path / "run")
+    train(cfg)
+    real = Path.read_bytes
+
+    def failing(self):
+        if self.name == CHECKPOINT:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(self))
+        return real(self)
+    monkeypatch.setattr(Path, "read_bytes", failing)
+    (tmp_path / "run" / METRICS).unlink()
+    with pytest.raises(OSError, match="Input/output error"):
+        train(cfg)
+    assert not list((tmp_path / "run").glob("damaged-*"))
+    assert (tmp_path / "run" / CHECKPOINT).is_file()
+
+
+def old_format(path: Path, *drop: str) -> None:
+    """Rewrite a checkpoint as versions before 0.2 wrote it: without ``drop``'s keys."""
+    state = load_file(path)
+    for key in drop:
+        del state[key]
+    torch.save(state, path)
+
+
+def test_an_old_zero_epoch_run_without_metrics_completes(data, trained, tmp_path):
+    cfg = config(data, tmp_path / "run", epochs=0, init=str(trained / BEST))
+    first = train(cfg)
+    old_format(tmp_path / "run" / CHECKPOINT, "start_eval", "best_file")
+    (tmp_path / "run" / METRICS).unlink()
+    again = train(cfg)
+    assert again["best_top1"] == first["best_top1"] and again["final_top1"] == first["final_top1"]
+
+
+def test_an_old_checkpoint_with_a_truncated_best_is_damaged(data, tmp_path, capsys):
+    cfg = config(data, tmp_path / "run")
+    train(cfg)
+    old_format(tmp_path / "run" / CHECKPOINT, "best_file")
+    with open(tmp_path / "run" / BEST, "r+b") as handle:
+        handle.truncate(1000)
+    (tmp_path / "run" / METRICS).unlink()
+    train(cfg)
+    assert "is corrupt" in capsys.readouterr().err
+    assert list((tmp_path / "run").glob("damaged-*"))
+
+
+def test_a_file_system_without_locks_runs_unlocked_with_a_warning(data, tmp_path, capsys,
+                                                                  monkeypatch):
+    import fcntl
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    train(config(data, tmp_path / "run"))
+    assert "the file system has no locks" in capsys.readouterr().err
+    assert (tmp_path / "run" / METRICS).is_file()
+
+
+def test_set_aside_twice_in_one_second_keeps_both(tmp_path):
+    from apot.train import set_aside
+    (tmp_path / METRICS).write_text("{}")
+    first = set_aside(tmp_path, "damaged")
+    (tmp_path / METRICS).write_text("{}")
+    second = set_aside(tmp_path, "damaged")
+    assert first != second and (first / METRICS).is_file() and (second / METRICS).is_file()
+
+
 def test_summarize_refuses_a_run_with_damaged_files(trained, tmp_path):
     from apot.summary import check_whole
     results = tmp_path / "results"
