@@ -7,6 +7,7 @@ redoing a run whose files were lost. tests/unit/test_faults_inputs.py injects fa
 mid-epoch (SIGKILL, SIGTERM) at one thread and at the core count."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -28,17 +29,14 @@ from apot.cli import main
 from apot.errors import UserError
 from apot.integrity import check_run
 from apot.lock import LOCK_NAME, exclusive
-from apot.prepare import prepare_dataset
 from apot.train import BEST, CHECKPOINT, HISTORY, METRICS, PENDING_BEST, Run, TrainConfig, train
 
 from workflow import SMOKE, job_counts, snakemake
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synthetic")
-    prepare_dataset("synthetic", out, train_per_class=24, test_per_class=8)
-    return out
+def data(synthetic_data) -> Path:
+    return synthetic_data
 
 
 def config(data: Path, out: Path, **changes) -> TrainConfig:
@@ -104,7 +102,7 @@ def test_two_writers_on_one_run_one_trains_the_other_names_the_holder(data, tmp_
 
 def test_a_killed_writers_lock_is_taken_over(data, tmp_path):
     out = tmp_path / "run"
-    command = apot(*train_args(data, out, "--epochs", "2"))
+    command = apot(*train_args(data, out, "--epochs", "1"))
     killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_holder(out / LOCK_NAME, killed)
     killed.kill()
@@ -113,7 +111,7 @@ def test_a_killed_writers_lock_is_taken_over(data, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (f"taking over the lock of {out} left by host {socket.gethostname()}, pid "
             f"{killed.pid}") in done.stderr
-    assert json.loads((out / METRICS).read_text())["epochs"] == 2
+    assert json.loads((out / METRICS).read_text())["epochs"] == 1
 
 
 def test_a_dataset_being_prepared_is_locked(tmp_path, capsys):
@@ -130,11 +128,12 @@ def test_a_dataset_being_prepared_is_locked(tmp_path, capsys):
 
 # ---------------------------------------------------------------- the file system
 
-@pytest.fixture
-def tmpfs_3mb(tmp_path):
-    folder = tmp_path / "tmpfs"
+@contextlib.contextmanager
+def tmpfs(folder: Path, options: str):
+    """A tmpfs mounted at ``folder`` with ``options`` (the test is skipped where mounting is
+    not allowed: it needs root)."""
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
@@ -142,6 +141,12 @@ def tmpfs_3mb(tmp_path):
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.fixture
+def tmpfs_3mb(tmp_path):
+    with tmpfs(tmp_path / "tmpfs", "size=3m") as folder:
+        yield folder
 
 
 def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(data, tmpfs_3mb):
@@ -161,17 +166,9 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(data, tmpfs_3mb):
 
 
 def test_a_read_only_file_system_is_one_line(data, tmp_path):
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as folder:
         done = subprocess.run(apot(*train_args(data, folder / "run", "--epochs", "1")),
                               capture_output=True, text=True, timeout=120)
-    finally:
-        subprocess.run(["umount", str(folder)], check=False)
     assert done.returncode == 1
     [line] = error_lines(done.stderr)
     assert line == (f"apot train: error: read-only file system ({folder / 'run'}); that file "
