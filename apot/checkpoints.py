@@ -6,12 +6,10 @@ same folder and are renamed into place, so a crash never leaves a half-written c
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
 import pickletools
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,6 +18,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .layout import write_bytes_atomic
 
 WEIGHT_ALPHA_SUFFIX = ".weight_quantizer.alpha"  # state-dict key endings of the thresholds
 ACT_ALPHA_SUFFIX = ".act_quantizer.alpha"
@@ -181,6 +180,18 @@ def check_model_meta(obj: Any, expected: Mapping[str, Any], source: str = "check
                         + "; pass the settings it was trained with")
 
 
+def restore_model(model: nn.Module, stored: Any, description: Mapping[str, Any],
+                  progressive: bool = False, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Load the checkpoint object ``stored`` into ``model``: its own model description is
+    checked against ``description`` (the keys given: arch, bits, scheme, k, first_last), its
+    state dict is found (extract_state_dict) and copied in (load_into_model). Returns that
+    state dict. Every way a checkpoint becomes a model goes through here."""
+    check_model_meta(stored, description, source)
+    state = extract_state_dict(stored, source)
+    load_into_model(model, state, progressive=progressive, source=source)
+    return state
+
+
 def load_into_model(model: nn.Module, state: Mapping[str, torch.Tensor],
                     progressive: bool = False, source: str = "checkpoint") -> None:
     """Copy ``state`` into ``model``, or raise a UserError that names the mismatch.
@@ -216,20 +227,6 @@ def load_into_model(model: nn.Module, state: Mapping[str, torch.Tensor],
     model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (for provenance in results)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    write_bytes_atomic(path, text.encode())
-
-
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """torch.save ``obj`` to ``path`` atomically (write_bytes_atomic). The bytes are made in
     memory first: a failing write is then Python's OSError naming its cause (no space left,
@@ -238,31 +235,3 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     torch.save(obj, buffer)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, buffer.getbuffer())
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes | memoryview) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename it over ``path``:
-    ``path`` is the old file or the new one, never a part. On failure the temporary file is
-    removed and the OSError names ``path``."""
-    path = Path(path)
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result should read like any other
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if exc.filename is None or (tmp is not None and exc.filename == tmp):
-            exc.filename = str(path)  # the file the user knows, not our temporary name
-        raise
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise

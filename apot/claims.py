@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .quant.schemes import APOT, FLOAT, FLOAT_BITS, POT, UNIFORM
 from .study import SCRATCH
 
 SUPPORTED, NOT_SUPPORTED = "supported", "not supported"
@@ -80,8 +81,8 @@ class Evidence:
             self.used.append(group)
         return group
 
-    def drop(self, dataset, arch, schedule, bits, scheme="apot") -> dict | None:
-        base = self.group(dataset, arch, schedule, "fp32", 32)
+    def drop(self, dataset, arch, schedule, bits, scheme=APOT) -> dict | None:
+        base = self.group(dataset, arch, schedule, FLOAT, FLOAT_BITS)
         group = self.group(dataset, arch, schedule, scheme, bits)
         if group is None or base is None:
             return None
@@ -251,7 +252,7 @@ def imagenet_5bit(summary: dict, cost: dict | None) -> dict:
     start, schedule = _imagenet_chain(summary)
     ev = Evidence(summary, start=start)
     drop = ev.drop("imagenet", "resnet18", schedule, 5)
-    top1 = ev.top1("imagenet", "resnet18", schedule, "apot", 5)
+    top1 = ev.top1("imagenet", "resnet18", schedule, APOT, 5)
 
     def checks():
         noise = max(IMAGENET_ABSOLUTE_MARGIN, drop["noise"])
@@ -276,7 +277,7 @@ def apot_beats_uniform_and_pot(summary: dict, cost: dict | None) -> dict:
             "quantizer: ternary weights, activations {0, 1/4, 1/2, 1})")
     ev = Evidence(summary)
     keys = sorted({(arch, bits) for (dataset, arch, schedule, scheme, bits, start) in ev.groups
-                   if dataset == "cifar10" and schedule == "multistep" and scheme == "uniform"
+                   if dataset == "cifar10" and schedule == "multistep" and scheme == UNIFORM
                    and start == SCRATCH})
     if not keys:
         return {"rule": rule, "evidence": [], "verdict": NOT_TESTABLE, "basis": "",
@@ -289,8 +290,8 @@ def _scheme_checks(ev: Evidence, dataset: str, schedule: str, keys) -> Callable:
     """APoT against uniform at every (arch, bits), and against PoT above 2 bits."""
     pairs = []
     for arch, bits in keys:
-        apot = ev.top1(dataset, arch, schedule, "apot", bits)
-        for other in ("uniform", "pot") if bits > 2 else ("uniform",):
+        apot = ev.top1(dataset, arch, schedule, APOT, bits)
+        for other in (UNIFORM, POT) if bits > 2 else (UNIFORM,):
             pairs.append((f"{arch} {bits}-bit APoT minus {other}", apot,
                           ev.top1(dataset, arch, schedule, other, bits)))
     return lambda: [more_accurate(a, b, what) for what, a, b in pairs]
@@ -342,8 +343,8 @@ def warm_apot_beats_uniform(summary: dict, cost: dict | None) -> dict:
             "bits, each by more than the noise margin")
 
     def build(ev, arch, schedule):
-        pairs = [(bits, ev.top1("cifar10", arch, schedule, "apot", bits),
-                  ev.top1("cifar10", arch, schedule, "uniform", bits)) for bits in (4, 3, 2)]
+        pairs = [(bits, ev.top1("cifar10", arch, schedule, APOT, bits),
+                  ev.top1("cifar10", arch, schedule, UNIFORM, bits)) for bits in (4, 3, 2)]
         return lambda: [more_accurate(a, u, f"{bits}-bit APoT minus uniform")
                         for bits, a, u in pairs]
     return _warm(summary, rule, build)
@@ -355,8 +356,8 @@ def warm_apot_beats_pot(summary: dict, cost: dict | None) -> dict:
             "quantizer)")
 
     def build(ev, arch, schedule):
-        pairs = [(bits, ev.top1("cifar10", arch, schedule, "apot", bits),
-                  ev.top1("cifar10", arch, schedule, "pot", bits)) for bits in (4, 3)]
+        pairs = [(bits, ev.top1("cifar10", arch, schedule, APOT, bits),
+                  ev.top1("cifar10", arch, schedule, POT, bits)) for bits in (4, 3)]
         return lambda: [more_accurate(a, p, f"{bits}-bit APoT minus PoT") for bits, a, p in pairs]
     return _warm(summary, rule, build)
 
@@ -375,8 +376,8 @@ def warm_matches_authors(summary: dict, cost: dict | None) -> dict:
     evals = {e["bits"]: e for e in (summary.get("authors") or {}).get("evals", [])}
 
     def build(ev, arch, schedule):
-        ours = ev.top1("cifar10", arch, schedule, "apot", MATCH_AUTHORS_BITS)
-        control = ev.top1("cifar10", arch, schedule, "fp32", 32)
+        ours = ev.top1("cifar10", arch, schedule, APOT, MATCH_AUTHORS_BITS)
+        control = ev.top1("cifar10", arch, schedule, FLOAT, FLOAT_BITS)
         theirs = evals.get(MATCH_AUTHORS_BITS)
         if theirs is None:
             ev.missing.append((f"the authors' released {MATCH_AUTHORS_BITS}-bit model",
@@ -509,10 +510,10 @@ RULES: dict[str, Callable[[dict, dict | None], dict]] = {
 def cited_drops(cited: dict, table_id: str, column: str) -> str:
     """The drops a cited table implies, per architecture: "resnet20 4/3/2-bit: 0.34/0.37/1.88"."""
     table = next(t for t in cited["tables"] if t["id"] == table_id)
-    base = {r["arch"]: r[column] for r in table["rows"] if r["bits"] == 32}
+    base = {r["arch"]: r[column] for r in table["rows"] if r["bits"] == FLOAT_BITS}
     parts = []
     for arch in dict.fromkeys(r["arch"] for r in table["rows"]):
-        rows = [r for r in table["rows"] if r["arch"] == arch and r["bits"] != 32]
+        rows = [r for r in table["rows"] if r["arch"] == arch and r["bits"] != FLOAT_BITS]
         if base.get(arch) is None or any(r[column] is None for r in rows):
             continue
         bits = "/".join(str(r["bits"]) for r in rows)

@@ -14,9 +14,12 @@ import torch
 from . import __version__
 from .device import resolve_device
 from .errors import UserError
-from .models import ARCHS, build_model
-from .quant.convert import FIRST_LAST_POLICIES, FLOAT_BITS
-from .quant.levels import MAX_BITS, MIN_BITS, SCHEMES, check_k, levels
+from .datasets import dataset_names
+from .layout import MANIFEST
+from .models import ARCHS
+from .quant.convert import FIRST_LAST_POLICIES
+from .quant.levels import MAX_BITS, MIN_BITS, check_k
+from .quant.schemes import APOT, FLOAT_BITS, MODEL_BITS, levels, scheme_names
 from .stopping import Stopped
 
 
@@ -59,7 +62,7 @@ def _write_json(path: Path, result: dict) -> None:
     """The JSON a command prints, also written to ``path`` (atomically: temporary + rename).
     If that write fails, the result is printed before the error: a finished evaluation is
     never lost."""
-    from .checkpoints import write_text_atomic
+    from .layout import write_text_atomic
     try:
         write_text_atomic(path, _json(result, indent=1, sort_keys=True) + "\n")
     except OSError:
@@ -102,55 +105,80 @@ def cmd_levels(args: argparse.Namespace) -> dict | list:
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
-    from .checkpoints import (check_model_meta, extract_state_dict, file_sha256, load_file,
-                              load_into_model)
-    from .data import read_split
     from .evaluate import evaluate
-    from .loader import ImageFolderLoader, TensorLoader, normalization
-
+    from .layout import file_sha256
+    from .models import load_model
     from .threads import use_threads
     check_output_file(args.out)
     device = resolve_device(args.device)
     threads = use_threads(args.threads)
-    stored = load_file(args.checkpoint)
-    check_model_meta(stored, {"arch": args.arch, "bits": args.bits, "scheme": args.scheme,
-                              "k": args.k, "first_last": args.first_last}, str(args.checkpoint))
-    state = extract_state_dict(stored, source=str(args.checkpoint))
     start = time.perf_counter()
-    _, _, input_size = ARCHS[args.arch]
-    if (Path(args.data) / "manifest.json").is_file() and input_size == 32:
-        from .prepare import load_prepared
-        images, labels, manifest = load_prepared(args.data, args.split)
-        if args.limit_per_class:
-            keep = torch.cat([(labels == c).nonzero().flatten()[:args.limit_per_class]
-                              for c in labels.unique()]).sort().values
-            images, labels = images[keep], labels[keep]
-        mean, std = normalization(manifest.get("dataset", ""))
-        batches = TensorLoader(images, labels, args.batch_size, False, device, mean=mean,
-                               std=std, channels_last=False).epoch()
-        num_classes = len(manifest["classes"])
-    elif input_size == 32:
-        images, labels, classes = read_split(args.data, args.split, limit=args.limit_per_class)
-        mean, std = normalization("cifar100" if len(classes) == 100 else "cifar10")
-        batches = TensorLoader(images, labels, args.batch_size, False, device, mean=mean,
-                               std=std, channels_last=False).epoch()
-        num_classes = len(classes)
-    else:
-        loader = ImageFolderLoader(str(Path(args.data) / args.split), args.batch_size, False,
-                                   device)
-        batches, num_classes = loader.epoch(), len(loader.dataset.classes)
-    model = build_model(args.arch, num_classes, args.bits, args.scheme, args.k, args.first_last)
-    load_into_model(model, state, source=str(args.checkpoint))
+    batches, num_classes, dataset = _eval_batches(args, device)
+    model, _ = load_model(args.checkpoint, _description(args), num_classes)
     result = evaluate(model, batches, device)
-    result = {**result, "arch": args.arch, "bits": args.bits, "scheme": args.scheme, "k": args.k,
-              "first_last": args.first_last, "checkpoint": str(args.checkpoint),
+    result = {**result, **_description(args), "checkpoint": str(args.checkpoint),
               "checkpoint_sha256": file_sha256(args.checkpoint),
-              "data": str(args.data), "split": args.split, "device": str(device),
-              "threads": threads,
+              "data": str(args.data), "dataset": dataset, "split": args.split,
+              "device": str(device), "threads": threads,
               "seconds": round(time.perf_counter() - start, 2)}
     if args.out is not None:
         _write_json(args.out, result)
     return result
+
+
+def _description(args: argparse.Namespace) -> dict:
+    """The model a command's flags describe (apot.models.load_model)."""
+    return {"arch": args.arch, "bits": args.bits, "scheme": args.scheme, "k": args.k,
+            "first_last": args.first_last}
+
+
+def _eval_batches(args: argparse.Namespace, device) -> tuple:
+    """(batches, number of classes, dataset name) of ``apot eval``'s data: a prepared dataset
+    (normalized as its manifest's dataset), an ImageNet-style folder (224-pixel models), or an
+    image folder or archive of small images."""
+    from .data import read_split
+    from .loader import ImageFolderLoader, TensorLoader
+    from .prepare import load_prepared, manifest_dataset
+
+    data = Path(args.data)
+    if ARCHS[args.arch][2] != 32:
+        entry = _named_dataset(args.dataset, "imagenet")
+        loader = ImageFolderLoader(str(data / args.split), args.batch_size, False, device,
+                                   mean=entry.mean, std=entry.std)
+        return loader.epoch(), len(loader.dataset.classes), entry.name
+    if (data / MANIFEST).is_file():
+        images, labels, manifest = load_prepared(data, args.split)
+        entry = manifest_dataset(manifest, data)
+        if args.dataset not in (None, entry.name):
+            raise UserError(f"--dataset {args.dataset}: {data} is prepared from {entry.name}")
+        if args.limit_per_class:
+            keep = torch.cat([(labels == c).nonzero().flatten()[:args.limit_per_class]
+                              for c in labels.unique()]).sort().values
+            images, labels = images[keep], labels[keep]
+        classes = manifest["classes"]
+    else:
+        images, labels, classes = read_split(data, args.split, limit=args.limit_per_class)
+        entry = _named_dataset(args.dataset, None, len(classes))
+    batches = TensorLoader(images, labels, args.batch_size, False, device, mean=entry.mean,
+                           std=entry.std, channels_last=False).epoch()
+    return batches, len(classes), entry.name
+
+
+def _named_dataset(name: str | None, default: str | None, classes: int | None = None):
+    """The registered dataset ``--dataset`` names; without it, ``default``, else the one
+    registered dataset with ``classes`` classes."""
+    from .datasets import REGISTRY, get_dataset
+
+    if name is None and default is None:
+        matching = [d for d in REGISTRY.values() if d.classes == classes]
+        if len(matching) != 1:
+            raise UserError(f"the images have {classes} classes: name the dataset they come "
+                            f"from with --dataset (its normalization applies)")
+        return matching[0]
+    try:
+        return get_dataset(name or default)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def cmd_prepare_data(args: argparse.Namespace) -> dict:
@@ -162,20 +190,6 @@ def cmd_prepare_data(args: argparse.Namespace) -> dict:
                            synthetic_classes=args.synthetic_classes)
 
 
-def cmd_summarize(args: argparse.Namespace) -> dict:
-    from .summary import summarize
-    try:
-        study = json.loads(args.study)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--study is not JSON ({exc})") from None
-    return summarize(study, args.results, args.benchmarks, args.cost)
-
-
-def cmd_report(args: argparse.Namespace) -> dict:
-    from .report import build_report
-    return build_report(args.summary, args.out_dir)
-
-
 def cmd_cost(args: argparse.Namespace) -> dict:
     from .cost import network_cost, summary_row
     from .threads import use_threads
@@ -183,23 +197,11 @@ def cmd_cost(args: argparse.Namespace) -> dict:
     use_threads(args.threads)
     model = None
     if args.checkpoint is not None:
-        from .checkpoints import check_model_meta, extract_state_dict, load_file, load_into_model
-        from .quant.convert import first_and_last
-        stored = load_file(args.checkpoint)
-        check_model_meta(stored, {"arch": args.arch, "bits": args.bits, "scheme": args.scheme,
-                                  "k": args.k, "first_last": args.first_last},
-                         str(args.checkpoint))
-        state = extract_state_dict(stored, source=str(args.checkpoint))
-        model = build_model(args.arch, None, args.bits, args.scheme, args.k, args.first_last)
-        last = first_and_last(model)[1]
-        classes = state.get(f"{last}.weight")
-        if classes is not None and classes.shape[0] != model.get_submodule(last).out_features:
-            model = build_model(args.arch, classes.shape[0], args.bits, args.scheme, args.k,
-                                args.first_last)
-        load_into_model(model, state, source=str(args.checkpoint))
+        from .models import load_model
+        model, _ = load_model(args.checkpoint, _description(args))
     cost = network_cost(args.arch, args.bits, args.scheme, args.k, args.first_last, model)
     if args.checkpoint is not None:
-        from .checkpoints import file_sha256
+        from .layout import file_sha256
         cost["checkpoint"] = str(args.checkpoint)
         cost["checkpoint_sha256"] = file_sha256(args.checkpoint)
     result = cost if args.layers else summary_row(cost)
@@ -208,13 +210,36 @@ def cmd_cost(args: argparse.Namespace) -> dict:
     return result
 
 
+def read_study(path: Path) -> dict:
+    """The study file the Snakefile writes (results/<preset>/study.json): the resolved config
+    and what was left out. Its config is validated again."""
+    from .study import validate_config
+    try:
+        study = json.loads(path.read_text())
+        study["config"] = validate_config(study["config"])
+    except OSError as exc:
+        raise UserError(f"cannot read --study {path} ({exc.strerror}); the Snakefile writes "
+                        f"it (results/<preset>/study.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"--study {path} is not the study file the Snakefile writes ({exc}); "
+                        f"delete it and run snakemake again") from None
+    return study
+
+
+def cmd_summarize(args: argparse.Namespace) -> dict:
+    from .summary import summarize
+    return summarize(read_study(args.study), args.results, args.benchmarks, args.cost)
+
+
+def cmd_report(args: argparse.Namespace) -> dict:
+    from .report import build_report
+    return build_report(args.summary, args.out_dir)
+
+
 def cmd_cost_tables(args: argparse.Namespace) -> dict:
     from .cost import cost_tables
-    from .study import expand_runs, validate_config
-    try:
-        config = validate_config(json.loads(args.study)["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise UserError(f"--study is not the study JSON of the Snakefile ({exc})") from None
+    from .study import expand_runs
+    config = read_study(args.study)["config"]
     check_output_file(args.out)
     preset = config["presets"][config["preset"]]
     models = {(run.arch, run.bits) for run in expand_runs(config)}
@@ -231,16 +256,40 @@ def cmd_stage_start(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> dict:
     from .train import TrainConfig, train
-    values = {name: getattr(args, name) for name in (*TRAIN_FLAGS, "progress")}
-    return train(TrainConfig(**values), restart_if_changed=args.restart_if_changed)
+    given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
+    values = study_run_settings(args, given) if args.study or args.run_path else given
+    missing = [f"--{name.replace('_', '-')}" for name in REQUIRED_TRAIN_FLAGS
+               if name not in values]
+    if missing:
+        raise UserError(f"give {', '.join(missing)}, or the run's --study file and --run")
+    return train(TrainConfig(**values, progress=args.progress),
+                 restart_if_changed=args.restart_if_changed)
+
+
+def study_run_settings(args: argparse.Namespace, given: dict) -> dict:
+    """A workflow job's settings: the run ``--run`` of the study file ``--study``
+    (apot.study.train_settings), plus the flags that say where it runs."""
+    from .layout import ResultsLayout
+    from .study import find_run, train_settings
+    from .train import RUNTIME_FIELDS
+    if not (args.study and args.run_path):
+        raise UserError("--study and --run go together: the study file the Snakefile writes "
+                        "and a run folder under its runs/")
+    defining = [f"--{name.replace('_', '-')}" for name in given if name not in RUNTIME_FIELDS]
+    if defining:
+        raise UserError(f"{', '.join(defining)}: the study file defines the run; leave them "
+                        f"out, or give every setting without --study")
+    config = read_study(args.study)["config"]
+    layout = ResultsLayout(args.study.parent.as_posix())
+    return {**train_settings(find_run(config, args.run_path), layout), **given}
 
 
 # TrainConfig field -> (type, help); defaults come from TrainConfig itself.
 TRAIN_FLAGS = {
     "arch": (str, "architecture"), "data": (str, "prepared dataset folder"),
     "out": (str, "run folder (resumed if it holds a checkpoint)"),
-    "epochs": (int, "number of epochs"), "bits": (int, "2..8, or 32 for float inner layers"),
-    "scheme": (str, "apot | pot | uniform"), "k": (int, "APoT base bit-width"),
+    "epochs": (int, "number of epochs"), "bits": (int, f"{MODEL_BITS[0]}..{MODEL_BITS[-1]}, or {FLOAT_BITS} for float inner layers"),
+    "scheme": (str, "a registered scheme (apot.quant.schemes)"), "k": (int, "APoT base bit-width"),
     "first_last": (str, "8bit | float"), "batch_size": (int, "training batch"),
     "test_batch_size": (int, "test batch"), "lr": (float, "weights' initial learning rate"),
     "momentum": (float, "SGD momentum"), "weight_decay": (float, "weights' weight decay"),
@@ -267,19 +316,27 @@ TRAIN_FLAGS = {
 }
 
 
+REQUIRED_TRAIN_FLAGS = ("arch", "data", "out", "epochs")
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from .train import TrainConfig
     defaults = {f.name: f.default for f in TrainConfig.__dataclass_fields__.values()}
     defaults["milestones"] = [150, 225]
-    required = {"arch", "data", "out", "epochs"}
+    p.add_argument("--study", type=Path, default=None,
+                   help="a workflow job: the study file the Snakefile writes "
+                        "(results/<preset>/study.json), with --run; it gives every setting but "
+                        "--device, --threads and --workers")
+    p.add_argument("--run", dest="run_path", default=None,
+                   help="the run's folder under the study's runs/ (with --study)")
+    # a flag left out is None here: TrainConfig's default, unless the study file gives it
     for name, (kind, text) in TRAIN_FLAGS.items():
         flag = "--" + name.replace("_", "-")
         extra = {"nargs": "*"} if name == "milestones" else {}
-        if name in required:
-            p.add_argument(flag, dest=name, type=kind, required=True, help=text, **extra)
-        else:
-            p.add_argument(flag, dest=name, type=kind, default=defaults[name],
-                           help=f"{text} (default {defaults[name]})", **extra)
+        required = " (required without --study)" if name in REQUIRED_TRAIN_FLAGS else ""
+        default = "" if required else f" (default {defaults[name]})"
+        p.add_argument(flag, dest=name, type=kind, default=None, help=text + required + default,
+                       **extra)
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar on stderr")
     p.add_argument("--restart-if-changed", action="store_true",
@@ -289,14 +346,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="apot", description="APoT quantization reproduction.")
+    parser = argparse.ArgumentParser(prog=__package__,
+                                     description="APoT quantization reproduction.")
     parser.add_argument("--version", action="version", version=f"apot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("levels", help="print a quantizer's normalized level set as JSON")
     p.add_argument("--bits", type=lambda t: _bits(t, False), required=True,
                    help=f"bit-width b ({MIN_BITS}..{MAX_BITS})")
-    p.add_argument("--scheme", choices=SCHEMES, default="apot")
+    p.add_argument("--scheme", choices=scheme_names(), default=APOT)
     p.add_argument("--signed", action="store_true",
                    help="sign + (b-1) magnitude bits, as the authors' weights (2^b - 1 levels)")
     p.add_argument("--k", type=_base_bits, default=2,
@@ -307,16 +365,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset; prints JSON")
     p.add_argument("--arch", choices=list(ARCHS), required=True)
     p.add_argument("--bits", type=lambda t: _bits(t, True), required=True,
-                   help=f"weight/activation bits of the inner layers ({MIN_BITS + 1}..{MAX_BITS}), "
+                   help=f"weight/activation bits of the inner layers ({MODEL_BITS[0]}..{MODEL_BITS[-1]}), "
                         f"or {FLOAT_BITS} for the float model")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True,
                    help="image-folder archive (.tar.gz, .tar, .zip) or folder with <split>/<class>/")
-    p.add_argument("--scheme", choices=SCHEMES, default="apot")
+    p.add_argument("--scheme", choices=scheme_names(), default=APOT)
     p.add_argument("--k", type=_base_bits, default=2, help="APoT base bit-width (default 2)")
     p.add_argument("--first-last", choices=FIRST_LAST_POLICIES, default="8bit",
                    help="first conv / last linear: the authors' 8-bit weights (default) or float")
     p.add_argument("--split", default="test")
+    p.add_argument("--dataset", choices=dataset_names(), default=None,
+                   help="the dataset the images come from, whose normalization applies "
+                        "(default: a prepared dataset's own; for an image folder or archive, "
+                        "the registered dataset with its number of classes; imagenet for "
+                        "224-pixel models)")
     p.add_argument("--batch-size", type=_positive, default=100)
     p.add_argument("--limit-per-class", type=_positive, default=None,
                    help="evaluate only the first N images of each class (quick checks)")
@@ -327,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare-data", help="decode a dataset once into tensors + manifest")
     p.add_argument("--dataset", required=True,
-                   choices=["cifar10", "cifar100", "imagenet", "synthetic"])
+                   choices=dataset_names())
     p.add_argument("--out", type=Path, required=True, help="prepared dataset folder")
     p.add_argument("--mirror", default=None,
                    help="folder with cifar-10-images.tar.gz etc. (default: $APOT_DATA_MIRROR; "
@@ -358,8 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cost", help="operation counts of a model (MACs, FixOPs, shifts, adds)")
     p.add_argument("--arch", choices=list(ARCHS), required=True)
     p.add_argument("--bits", type=lambda t: _bits(t, True), required=True,
-                   help=f"inner layers' bits ({MIN_BITS + 1}..{MAX_BITS}), or {FLOAT_BITS}")
-    p.add_argument("--scheme", choices=SCHEMES, default="apot")
+                   help=f"inner layers' bits ({MODEL_BITS[0]}..{MODEL_BITS[-1]}), or {FLOAT_BITS}")
+    p.add_argument("--scheme", choices=scheme_names(), default=APOT)
     p.add_argument("--k", type=_base_bits, default=2, help="APoT base bit-width (default 2)")
     p.add_argument("--first-last", choices=FIRST_LAST_POLICIES, default="8bit")
     p.add_argument("--checkpoint", type=Path, default=None,
@@ -371,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_cost)
 
     p = sub.add_parser("cost-tables", help="write the report's cost tables for a study")
-    p.add_argument("--study", required=True, help="JSON: {config, ...} as the Snakefile has it")
+    p.add_argument("--study", type=Path, required=True,
+                   help="the study file the Snakefile writes (results/<preset>/study.json)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(run=cmd_cost_tables)
 
@@ -381,8 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmarks/<preset> folder (Snakemake job times)")
     p.add_argument("--cost", type=Path, default=None,
                    help="cost tables to include (results/<preset>/cost.json)")
-    p.add_argument("--study", required=True,
-                   help="JSON: {config, skipped} as the Snakefile resolved them")
+    p.add_argument("--study", type=Path, required=True,
+                   help="the study file the Snakefile writes (results/<preset>/study.json)")
     p.set_defaults(run=cmd_summarize)
 
     p = sub.add_parser("report", help="render report.html and report.pdf from summary.json")

@@ -14,7 +14,7 @@ The accounting, stated once (the report prints the same text from ``ACCOUNTING``
 * PoT and APoT FixOPs (our rule: the paper does not state its own). A shift-add multiplier
   does one shifted add per power-of-two term of its multiplier, the weight. A uniform weight's
   B = b_w - 1 magnitude bits carry B/2 set bits on average; a PoT or APoT weight carries the
-  mean term count of its level set (levels.mean_terms). A PoT/APoT MAC costs the uniform
+  mean term count of its level set (schemes.mean_terms). A PoT/APoT MAC costs the uniform
   b_w * b_a / 64 times the ratio of the two means (0.75 for APoT at 5 and 3 bits, 0.833 at
   4 bits), every level counted as equally used (FixOPs compare level sets, not models).
 * Shifts and adds per MAC, for an integer activation times a weight with t terms: t shifts
@@ -34,10 +34,9 @@ import torch
 from torch import nn
 
 from .models import ARCHS, build_model
-from .quant.convert import FLOAT_BITS
 from .quant.functional import normalize_weight
-from .quant.levels import term_distribution
 from .quant.modules import EightBitConv2d, EightBitLinear, QuantConv2d
+from .quant.schemes import APOT, FLOAT_BITS, POT, UNIFORM, scheme_names, term_distribution
 
 ACCOUNTING = __doc__.split("The accounting, stated once", 1)[1].split("\n", 1)[1].strip()
 FIXOP_BITS = 8  # one FixOP = one 8-bit x 8-bit MAC
@@ -119,7 +118,7 @@ def _mean(dist: Mapping[int, float], f=lambda t: t) -> float:
 
 def weight_scheme(scheme: str, weight_bits: int) -> str:
     """2-bit weights have one magnitude bit: every scheme is the ternary set (authors' code)."""
-    return "uniform" if weight_bits == 2 else scheme
+    return UNIFORM if weight_bits == 2 else scheme
 
 
 def mac_cost(scheme: str, weight_bits: int, act_bits: int, k: int = 2,
@@ -134,7 +133,7 @@ def mac_cost(scheme: str, weight_bits: int, act_bits: int, k: int = 2,
     w_dist = term_distribution(w_scheme, weight_bits - 1, k, weight_usage)
     # FixOPs compare level sets, not models: equal level use on both sides, always.
     w_equal = term_distribution(w_scheme, weight_bits - 1, k, None)
-    uniform_w = term_distribution("uniform", weight_bits - 1, k, None)
+    uniform_w = term_distribution(UNIFORM, weight_bits - 1, k, None)
     a_dist = term_distribution(scheme, act_bits, k, None)
     uniform_fixops = weight_bits * act_bits / FIXOP_BITS**2
     term_ratio = _mean(w_equal) / _mean(uniform_w)
@@ -174,7 +173,7 @@ def weight_usage(layer: QuantConv2d) -> list[int]:
     return torch.bincount(index, minlength=n_levels).tolist()
 
 
-def network_cost(arch: str, bits: int, scheme: str = "apot", k: int = 2,
+def network_cost(arch: str, bits: int, scheme: str = APOT, k: int = 2,
                  first_last: str = "8bit", model: nn.Module | None = None,
                  num_classes: int | None = None) -> dict:
     """Totals and per-layer costs of ``arch`` at ``bits`` (32: float inner layers).
@@ -234,8 +233,8 @@ def multiply_table(k: int = 2, magnitude_bits: Sequence[int] = (2, 3, 4, 5, 6)) 
     equally likely for the expected counts. Adds = steps - 1."""
     rows = []
     for bits in magnitude_bits:
-        uniform = term_distribution("uniform", bits, k, None)
-        apot = term_distribution("apot", bits, k, None)
+        uniform = term_distribution(UNIFORM, bits, k, None)
+        apot = term_distribution(APOT, bits, k, None)
         rows.append({"bits": bits, "k": k,
                      "uniform_worst": max(uniform), "apot_worst": max(apot),
                      "worst_ratio": max(uniform) / max(apot),
@@ -252,9 +251,9 @@ def summary_row(cost: dict) -> dict:
 
 # Configurations of the paper's cost claims (Table 3 and the abstract); the report compares
 # them with the cited figures in cited.yaml.
-PAPER_CONFIGS = (("resnet18", 32, "apot"), ("resnet18", 5, "uniform"), ("resnet18", 5, "pot"),
-                 ("resnet18", 5, "apot"), ("resnet18", 3, "uniform"), ("resnet18", 3, "apot"),
-                 ("resnet50", 4, "uniform"), ("resnet50", 4, "apot"))
+PAPER_CONFIGS = (("resnet18", 32, APOT), ("resnet18", 5, UNIFORM), ("resnet18", 5, POT),
+                 ("resnet18", 5, APOT), ("resnet18", 3, UNIFORM), ("resnet18", 3, APOT),
+                 ("resnet50", 4, UNIFORM), ("resnet50", 4, APOT))
 
 
 def cost_tables(models: Sequence[tuple[str, int]], k: int = 2, first_last: str = "8bit") -> dict:
@@ -265,7 +264,7 @@ def cost_tables(models: Sequence[tuple[str, int]], k: int = 2, first_last: str =
 
     study = []
     for arch, bits in sorted(set(models), key=lambda m: (m[0], -m[1])):
-        schemes = ("apot",) if bits == FLOAT_BITS else ("apot", "pot", "uniform")
+        schemes = (APOT,) if bits == FLOAT_BITS else scheme_names()
         study.extend(row(arch, bits, scheme) for scheme in schemes)
     return {"accounting": ACCOUNTING,
             "paper": [row(arch, bits, scheme, "8bit") for arch, bits, scheme in PAPER_CONFIGS],

@@ -13,12 +13,11 @@ import re
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
-from .quant.levels import magnitude_levels
+from .quant.schemes import FLOAT_BITS, REGISTRY, magnitude_levels
 
 RC = {"svg.hashsalt": "apot-report", "svg.fonttype": "none", "font.family": "DejaVu Sans",
       "font.size": 8, "axes.spines.top": False, "axes.spines.right": False}
-SCHEME_COLORS = {"uniform": "#4c72b0", "pot": "#dd8452", "apot": "#55a868"}
-BIT_COLORS = {32: "#222222", 5: "#8172b3", 4: "#55a868", 3: "#dd8452", 2: "#c44e52"}
+BIT_COLORS = {FLOAT_BITS: "#222222", 5: "#8172b3", 4: "#55a868", 3: "#dd8452", 2: "#c44e52"}
 SOURCE_STYLE = {"paper": ("#4c72b0", "s", "paper"), "repro": ("#dd8452", "^", "reproducibility report"),
                 "ours": ("#55a868", "o", "this run")}
 
@@ -40,17 +39,18 @@ def _svg(fig: Figure) -> str:
 
 
 def level_sets_svg(bit_widths=(3, 4)) -> str:
-    """Normalized levels of uniform, PoT and APoT for unsigned data (alpha = 1), one panel per
-    bit-width: the reproducibility report's Figure 1."""
+    """Normalized levels of every registered scheme (uniform, PoT and APoT) for unsigned data
+    (alpha = 1), one panel per bit-width: the reproducibility report's Figure 1."""
+    schemes = list(REGISTRY.values())[::-1]  # APoT, registered first, on top
     with rc_context(RC):
         fig = Figure(figsize=(6.4, 1.0 + 0.9 * len(bit_widths)))
         axes = fig.subplots(len(bit_widths), 1, squeeze=False)[:, 0]
         for ax, bits in zip(axes, bit_widths):
-            for row, scheme in enumerate(("uniform", "pot", "apot")):
-                values = [float(v) for v in magnitude_levels(scheme, bits)]
-                ax.vlines(values, row - 0.3, row + 0.3, color=SCHEME_COLORS[scheme], lw=1.2)
-            ax.set_yticks(range(3), ["uniform", "PoT", "APoT"])
-            ax.set_ylim(-0.6, 2.6)
+            for row, scheme in enumerate(schemes):
+                values = [float(v) for v in magnitude_levels(scheme.name, bits)]
+                ax.vlines(values, row - 0.3, row + 0.3, color=scheme.color, lw=1.2)
+            ax.set_yticks(range(len(schemes)), [scheme.label for scheme in schemes])
+            ax.set_ylim(-0.6, len(schemes) - 0.4)
             ax.set_xlim(-0.02, 1.02)
             ax.set_title(f"{bits}-bit unsigned levels (α = 1)", fontsize=8, loc="left")
         axes[-1].set_xlabel("level")
@@ -82,7 +82,7 @@ def accuracy_by_bits_svg(title: str, panels: list[tuple[str, list[dict]]]) -> st
         fig = Figure(figsize=(6.4, 2.4))
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         for ax, (arch, rows) in zip(axes, panels):
-            labels = ["FP32" if r["bits"] == 32 else f"{r['bits']}-bit" for r in rows]
+            labels = ["FP32" if r["bits"] == FLOAT_BITS else f"{r['bits']}-bit" for r in rows]
             for source, (color, marker, name) in SOURCE_STYLE.items():
                 points = [(i, r[source]) for i, r in enumerate(rows) if r[source] is not None]
                 if points:
@@ -109,7 +109,7 @@ def accuracy_vs_cost_svg(title: str, series: list[tuple[str, list[tuple[float, f
             line, = ax.plot(xs, ys, marker="o", ms=3.5, lw=1, label=label,
                             color=f"C{index % 10}")
             for x, y, b in points:
-                ax.annotate("FP32" if b == 32 else f"{b}b", (x, y), textcoords="offset points",
+                ax.annotate("FP32" if b == FLOAT_BITS else f"{b}b", (x, y), textcoords="offset points",
                             xytext=(3, 3), fontsize=6, color=line.get_color())
         ax.set_xscale("log")
         ax.set_xlabel("FixOPs per image (millions, log scale)")

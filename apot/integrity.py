@@ -13,10 +13,9 @@ import json
 import os
 from pathlib import Path
 
-from .checkpoints import file_sha256
+from .layout import BEST, CHECKPOINT, HISTORY, MANIFEST, METRICS, file_sha256
 
-RUN_FILES = ("checkpoint.pt", "best.pt", "history.csv")
-METRICS = "metrics.json"
+RECORDED_FILES = (CHECKPOINT, BEST, HISTORY)  # the run files metrics.json records
 
 
 def file_record(path: str | os.PathLike) -> dict:
@@ -27,7 +26,7 @@ def file_record(path: str | os.PathLike) -> dict:
 def run_files_record(folder: str | os.PathLike) -> dict:
     """The record of a completed run's files (those present), for its metrics.json."""
     folder = Path(folder)
-    return {name: file_record(folder / name) for name in RUN_FILES if (folder / name).is_file()}
+    return {name: file_record(folder / name) for name in RECORDED_FILES if (folder / name).is_file()}
 
 
 def check_files(folder: Path, record: dict) -> list[str]:
@@ -67,15 +66,15 @@ def check_prepared(folder: str | os.PathLike) -> list[str]:
     """Problems of a prepared dataset's folder against its manifest (empty: whole, or not
     prepared yet)."""
     folder = Path(folder)
-    path = folder / "manifest.json"
+    path = folder / MANIFEST
     if not path.is_file():
         return []
     try:
         manifest = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError):
-        return ["manifest.json is not JSON"]
+        return [f"{MANIFEST} is not JSON"]
     except OSError as exc:
-        return [f"manifest.json cannot be read ({exc.strerror})"]
+        return [f"{MANIFEST} cannot be read ({exc.strerror})"]
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict):
         return []  # ImageNet: a manifest of a folder, no tensors here

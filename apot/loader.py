@@ -14,21 +14,9 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from .datasets import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 from .errors import UserError
 
-# The authors' CIFAR normalization (CIFAR10/main.py) and torchvision's ImageNet one, per RGB channel.
-CIFAR_MEAN = (0.491, 0.482, 0.447)
-CIFAR_STD = (0.247, 0.243, 0.262)
-# CIFAR-100 statistics: the ones the reproducibility report's code carries for CIFAR-100
-CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
-CIFAR100_STD = (0.2675, 0.2565, 0.2761)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def normalization(dataset: str) -> tuple[tuple, tuple]:
-    """(mean, std) per channel for a prepared dataset's name; CIFAR-10's for the others."""
-    return (CIFAR100_MEAN, CIFAR100_STD) if dataset == "cifar100" else (CIFAR_MEAN, CIFAR_STD)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -114,20 +102,20 @@ class ImageFolderLoader:
     """Streamed batches from an ImageNet-style folder (``<root>/<class>/<image>``).
 
     Training: Resize(256), RandomCrop(224), RandomHorizontalFlip (the authors' ImageNet recipe,
-    not RandomResizedCrop); evaluation: Resize(256), CenterCrop(224). ImageNet normalization.
+    not RandomResizedCrop); evaluation: Resize(256), CenterCrop(224). The dataset's normalization (ImageNet's by default).
     Decoding runs in ``workers`` processes. Epoch e is shuffled by a generator seeded with
     (seed, e), and each worker's augmentation RNG is derived from it, so a resumed run replays
     the same epoch.
     """
 
     def __init__(self, root: str, batch_size: int, train: bool, device="cpu", seed: int = 0,
-                 workers: int = 2):
+                 workers: int = 2, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         import torchvision.transforms as T
         from torchvision.datasets import ImageFolder
 
         crop = [T.RandomCrop(224), T.RandomHorizontalFlip()] if train else [T.CenterCrop(224)]
         transform = T.Compose([T.Resize(256), *crop, T.ToTensor(),
-                               T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+                               T.Normalize(mean, std)])
         if not os.path.isdir(root):
             raise UserError(f"ImageNet data {root} is not a folder (expected {root}/<class>/<image>)")
         try:

@@ -27,11 +27,14 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .checkpoints import file_sha256, save_atomic, write_text_atomic
+from .checkpoints import save_atomic
+from .layout import file_sha256, write_text_atomic
 from .data import IMAGE_SUFFIXES, read_splits
 from .errors import UserError
 from .lock import exclusive
-from .sources import DATASETS, MANIFEST, MIRROR_ENV, SMALL_DATASETS, mirror_folder  # noqa: F401
+from .datasets import ARCHIVE, FOLDER, GENERATED, get_dataset
+from .layout import MANIFEST
+from .sources import MIRROR_ENV, mirror_folder
 
 SPLITS = ("train", "test")
 
@@ -86,7 +89,7 @@ def _from_mirror(archive: Path, num_classes: int) -> tuple[dict, dict]:
 def _from_download(name: str, root: Path) -> tuple[dict, dict]:
     import torchvision.datasets as tvd
 
-    cls = getattr(tvd, SMALL_DATASETS[name][2])
+    cls = getattr(tvd, get_dataset(name).torchvision)
     data = {}
     try:
         for split in SPLITS:
@@ -96,7 +99,7 @@ def _from_download(name: str, root: Path) -> tuple[dict, dict]:
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, tarfile.TarError) as exc:
         raise UserError(
             f"cannot download {name} ({str(exc).splitlines()[0] if str(exc) else exc!r}). "
-            f"Offline? Put {SMALL_DATASETS[name][1]} in a folder and set {MIRROR_ENV} to it, "
+            f"Offline? Put {get_dataset(name).archive} in a folder and set {MIRROR_ENV} to it, "
             f"or pass --mirror") from None
     archive = root / cls.filename
     source = {"kind": "download", "url": cls.url, "md5": cls.tgz_md5,
@@ -126,8 +129,9 @@ def _write_manifest(out: Path, manifest: dict) -> None:
     write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
-def _imagenet_manifest(root: Path) -> dict:
-    """Manifest of an ImageNet-style folder: <root>/train/<class>/*, <root>/val/<class>/*."""
+def _imagenet_manifest(name: str, root: Path) -> dict:
+    """Manifest of an ImageNet-style folder (dataset ``name``): <root>/train/<class>/*,
+    <root>/val/<class>/*."""
     if not root.is_dir():
         raise UserError(f"ImageNet folder {root} does not exist; give --imagenet-root")
     counts, classes, listing = {}, None, hashlib.sha256()
@@ -147,7 +151,7 @@ def _imagenet_manifest(root: Path) -> dict:
             listing.update(f"{p.relative_to(root).as_posix()}:{p.stat().st_size}\n".encode())
         counts[split] = len(files)
     source = {"kind": "folder", "path": str(root.resolve()), "listing_sha256": listing.hexdigest()}
-    return {"dataset": "imagenet", "source": source, "classes": classes, "counts": counts,
+    return {"dataset": name, "source": source, "classes": classes, "counts": counts,
             "apot_version": __version__}
 
 
@@ -156,8 +160,10 @@ def prepare_dataset(name: str, out: str | os.PathLike, *, mirror: str | None = N
                     train_per_class: int | None = None, test_per_class: int | None = None,
                     seed: int = 0, synthetic_classes: int = 10) -> dict:
     """Prepare dataset ``name`` into folder ``out``; returns the manifest written there."""
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    try:
+        get_dataset(name)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     out = Path(out)
     with exclusive(out, "prepared dataset"):
         return _prepare_locked(name, out, mirror, download_root, imagenet_root,
@@ -168,11 +174,12 @@ def prepare_dataset(name: str, out: str | os.PathLike, *, mirror: str | None = N
 def _prepare_locked(name: str, out: Path, mirror: str | None, download_root: str | None,
                     imagenet_root: str | None, per_class: dict, seed: int,
                     synthetic_classes: int) -> dict:
-    if name == "imagenet":
-        manifest = _imagenet_manifest(Path(imagenet_root) if imagenet_root else Path("/nonexistent"))
+    dataset = get_dataset(name)
+    if dataset.kind == FOLDER:
+        manifest = _imagenet_manifest(name, Path(imagenet_root) if imagenet_root else Path("/nonexistent"))
         _write_manifest(out, manifest)
         return manifest
-    if name == "synthetic":
+    if dataset.kind == GENERATED:
         counts = {"train": per_class["train"] or 100, "test": per_class["test"] or 20}
         data = {"train": synthetic_split(synthetic_classes, counts["train"], seed),
                 "test": synthetic_split(synthetic_classes, counts["test"], seed + 1)}
@@ -180,7 +187,8 @@ def _prepare_locked(name: str, out: Path, mirror: str | None, download_root: str
                            "per_class": counts},
                 "classes": [f"class{i}" for i in range(synthetic_classes)]}
         return _write_small(out, name, data, info, {"train": None, "test": None}, seed)
-    num_classes, archive_name, _ = SMALL_DATASETS[name]
+    assert dataset.kind == ARCHIVE, dataset
+    num_classes, archive_name = dataset.classes, dataset.archive
     folder = mirror_folder(mirror)
     if folder is not None:
         archive = folder / archive_name
@@ -202,6 +210,15 @@ def load_manifest(folder: str | os.PathLike) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is damaged ({exc}); prepare the dataset again") from None
+
+
+def manifest_dataset(manifest: dict, folder: str | os.PathLike):
+    """The registered dataset (apot.datasets) a prepared dataset was made from."""
+    try:
+        return get_dataset(manifest.get("dataset", ""))
+    except ValueError as exc:
+        raise UserError(f"{folder}: its manifest names {exc}; prepare it again with "
+                        f"'apot prepare-data'") from None
 
 
 def load_prepared(folder: str | os.PathLike, split: str, verify: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict]:

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import yaml
 
-from .checkpoints import write_text_atomic
+from .layout import write_text_atomic
 from .claims import evaluate_claims, group_index
 from .errors import UserError
 from .quant.levels import apot_terms
-from .study import FLOAT_BITS, FLOAT_SCHEME, SCRATCH, start_label
+from .quant.schemes import APOT, FLOAT, FLOAT_BITS, POT, REGISTRY, UNIFORM, scheme_names
+from .study import SCRATCH, start_label
 from .summary import group_fixops
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "report" / "templates"
@@ -41,7 +42,7 @@ def comparison_tables(summary: dict, cited: dict) -> list[dict]:
         rows = []
         for cited_row in table["rows"]:
             arch, bits = cited_row["arch"], cited_row["bits"]
-            scheme = FLOAT_SCHEME if bits == FLOAT_BITS else "apot"
+            scheme = FLOAT if bits == FLOAT_BITS else APOT
             group = groups.get((table["dataset"], arch, table["schedule"], scheme, bits, SCRATCH))
             base = base_rows.get(arch, {})
             row = {"arch": arch, "bits": bits,
@@ -77,15 +78,16 @@ def authors_rows(summary: dict, cited: dict) -> list[dict]:
 
 
 def scheme_ablation_rows(summary: dict) -> list[dict]:
-    """APoT, PoT and uniform side by side for every (dataset, arch, schedule, bits) the scheme
-    ablation covers; each cell is a group (best top-1 over seeds) or the reason it is missing."""
+    """Every registered scheme side by side for every (dataset, arch, schedule, bits) the
+    scheme ablation covers (where a scheme other than APoT ran); each cell is a group (best
+    top-1 over seeds) or the reason it is missing."""
     groups = group_index(summary)
     keys = dict.fromkeys((d, a, s, b, start) for (d, a, s, scheme, b, start) in groups
-                         if scheme in ("pot", "uniform"))
+                         if scheme not in (APOT, FLOAT))
     rows = []
     for dataset, arch, schedule, bits, start in keys:
         cells = {}
-        for scheme in ("apot", "pot", "uniform"):
+        for scheme in scheme_names():
             group = groups.get((dataset, arch, schedule, scheme, bits, start))
             cells[scheme] = (group["best_top1"] if group and group["status"] == "done"
                              else {"status": group["status"] if group else "not in this preset"})
@@ -104,7 +106,7 @@ def warm_rows(summary: dict, cited: dict) -> list[dict]:
     published = cited["authors_checkpoints"]["published"]
     rows = []
     for (dataset, arch, schedule, scheme, bits, start), group in groups.items():
-        if dataset != "cifar10" or start != "authors" or scheme not in (FLOAT_SCHEME, "apot"):
+        if dataset != "cifar10" or start != "authors" or scheme not in (FLOAT, APOT):
             continue
         ours = group["best_top1"] if group["status"] == "done" else None
         theirs = evals.get(bits)
@@ -141,7 +143,7 @@ def cost_section(summary: dict, cited: dict) -> dict | None:
     ours = {(r["arch"], r["bits"], r["scheme"]): r for r in cost["paper"]}
     rows = []
     for row in cited["cost"]["fixops"]:
-        scheme = "apot" if row["bits"] == FLOAT_BITS else row["scheme"]
+        scheme = APOT if row["bits"] == FLOAT_BITS else row["scheme"]
         mine = ours[(row["arch"], row["bits"], scheme)]
         value = mine["fixops"] / 1e6
         tolerance = _printed_tolerance(row["printed"])
@@ -161,10 +163,10 @@ def cost_section(summary: dict, cited: dict) -> dict | None:
                      "verdict": verdict, "term_ratio": _term_ratio(mine)})
     paper = {(r["arch"], r["bits"], r["scheme"]): r["paper"] for r in cited["cost"]["fixops"]}
     reductions = []
-    for arch, bits in sorted({(a, b) for a, b, s in ours if s == "apot" and b != FLOAT_BITS}):
-        apot, uniform = ours[(arch, bits, "apot")], ours[(arch, bits, "uniform")]
+    for arch, bits in sorted({(a, b) for a, b, s in ours if s == APOT and b != FLOAT_BITS}):
+        apot, uniform = ours[(arch, bits, APOT)], ours[(arch, bits, UNIFORM)]
         fixed = apot["multiplies"] / 1e6  # first/last layers: the same in both models
-        paper_apot, paper_uniform = paper.get((arch, bits, "apot")), paper.get((arch, bits, "uniform"))
+        paper_apot, paper_uniform = paper.get((arch, bits, APOT)), paper.get((arch, bits, UNIFORM))
         implied = (None if paper_apot is None else
                    (paper_apot - fixed) / (paper_uniform - fixed))
         reductions.append({"arch": arch, "bits": bits,
@@ -173,7 +175,7 @@ def cost_section(summary: dict, cited: dict) -> dict | None:
                            "ours_ratio": _term_ratio(apot), "paper_ratio": implied})
     claim = cited["cost"]["reduction"]
     ours_claim = next(r for r in reductions if (r["arch"], r["bits"]) == (claim["arch"], claim["bits"]))
-    apot_claim = ours[(claim["arch"], claim["bits"], "apot")]
+    apot_claim = ours[(claim["arch"], claim["bits"], APOT)]
     fixed, quantized = apot_claim["multiplies"], apot_claim["fixops_uniform"] - apot_claim["multiplies"]
     # the cost per quantized MAC that would give the paper's reduction with these MAC counts
     needed_ratio = 1 - claim["paper_percent"] / 100 * (fixed + quantized) / quantized
@@ -198,9 +200,9 @@ def inferred_rule(reductions: list[dict], ours: dict, paper: dict, fixed: float,
     apot_factor = sum(r["paper_ratio"] for r in apot_rows) / len(apot_rows)
     pot_factor = None
     for (arch, bits, scheme), value in paper.items():
-        if scheme == "pot" and (arch, bits, "uniform") in paper:
-            first_last = ours[(arch, bits, "apot")]["multiplies"] / 1e6
-            pot_factor = (value - first_last) / (paper[(arch, bits, "uniform")] - first_last)
+        if scheme == POT and (arch, bits, UNIFORM) in paper:
+            first_last = ours[(arch, bits, APOT)]["multiplies"] / 1e6
+            pot_factor = (value - first_last) / (paper[(arch, bits, UNIFORM)] - first_last)
     claim_percent = 100.0 * (1 - apot_factor) * quantized / (fixed + quantized)
     return {"apot_factor": apot_factor, "pot_factor": pot_factor, "apot_rows": apot_rows,
             "claim_percent": claim_percent}
@@ -231,7 +233,7 @@ def figures(summary: dict, tables: list[dict], cost: dict | None) -> list[dict]:
                              for r in done):
         runs = sorted((r for r in done
                        if (r["dataset"], r["arch"], r["schedule"], r.get("start", SCRATCH)) == key),
-                      key=lambda r: (r["scheme"] != FLOAT_SCHEME, -r["bits"], r["scheme"], r["seed"]))
+                      key=lambda r: (r["scheme"] != FLOAT, -r["bits"], r["scheme"], r["seed"]))
         title = f"{key[0]}, {key[1]}, {key[2]}" + (
             "" if key[3] == SCRATCH else f", from {start_label(key[3])}")
         result.append({"id": "curves-" + "-".join(
@@ -259,7 +261,7 @@ def figures(summary: dict, tables: list[dict], cost: dict | None) -> list[dict]:
             if g["status"] != "done" or value is None:
                 continue
             value /= 1e6
-            for line_scheme in (("apot", "pot", "uniform") if g["scheme"] == FLOAT_SCHEME
+            for line_scheme in (scheme_names() if g["scheme"] == FLOAT
                                 else (g["scheme"],)):
                 start = g.get("start", SCRATCH)
                 series.setdefault((g["dataset"], g["arch"], g["schedule"], line_scheme,
@@ -296,7 +298,8 @@ def render_html(summary: dict) -> str:
     context = {"summary": summary, "cited": cited, "preset": preset, "noise_floor": NOISE_FLOOR,
                "tables": tables, "cost": cost, "figures": figures(summary, tables, cost),
                "claims": claims, "verdicts": {c["id"]: c["verdict"] for c in claims},
-               "schemes": scheme_ablation_rows(summary), "warm": warm_rows(summary, cited),
+               "schemes": scheme_ablation_rows(summary), "scheme_columns": list(REGISTRY.values()),
+               "warm": warm_rows(summary, cited),
                "authors": authors_rows(summary, cited),
                "css": (TEMPLATES / "report.css").read_text(),
                "config_yaml": yaml.safe_dump({"preset": summary["preset"], **{

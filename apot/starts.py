@@ -11,7 +11,8 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from .checkpoints import extract_state_dict, file_sha256, load_file, save_atomic
+from .checkpoints import extract_state_dict, load_file, save_atomic
+from .layout import file_sha256
 from .errors import UserError
 from .sources import TORCHVISION_WEIGHTS, torch_hub_checkpoints
 

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .sources import (MANIFEST, SMALL_DATASETS, TORCHVISION_HOST, TORCHVISION_URL,
-                      TORCHVISION_WEIGHTS, mirror_folder, torch_hub_checkpoints)
+from .quant.schemes import APOT, FLOAT, FLOAT_BITS, ablation_schemes
+from .datasets import ARCHIVE, FOLDER, get_dataset, study_datasets
+from .layout import BEST, MANIFEST, ResultsLayout
+from .sources import (TORCHVISION_HOST, TORCHVISION_URL, TORCHVISION_WEIGHTS, mirror_folder,
+                      torch_hub_checkpoints)
 
-FLOAT_BITS = 32
-FLOAT_SCHEME = "fp32"
-ABLATION_SCHEMES = ("uniform", "pot")
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 # Hosts torchvision downloads CIFAR from; probed (TCP connect) only when no mirror is set.
 DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)
@@ -47,6 +47,32 @@ AUTHORS_ARCH = "resnet20"  # the authors released CIFAR-10 checkpoints of this m
 # Config keys that say how and where the study runs, not what it computes: changing them must
 # not re-run a job, so they stay out of rule params and out of the summary.
 RUNTIME_KEYS = ("device", "train_threads", "mirror", "download_root", "authors_checkpoints")
+
+
+# apot train's settings whose defaults the schema states, for a study: TrainConfig field ->
+# where its default is in the schema's $defs. apot train run by hand takes the same defaults.
+SCHEMA_DEFAULTS = {
+    "k": ("preset", "k"), "first_last": ("preset", "first_last"),
+    "batch_size": ("study", "batch_size"), "test_batch_size": ("study", "test_batch_size"),
+    "momentum": ("study", "momentum"), "gamma": ("study", "gamma"),
+    "act_alpha_calibration": ("study", "act_alpha_calibration"),
+    "act_alpha_lr": ("study", "alpha", "act_lr"), "act_alpha_wd": ("study", "alpha", "act_wd"),
+    "wgt_alpha_lr": ("study", "alpha", "wgt_lr"), "wgt_alpha_wd": ("study", "alpha", "wgt_wd"),
+}
+
+
+def train_defaults() -> dict[str, Any]:
+    """The defaults of SCHEMA_DEFAULTS, read from the schema."""
+    import yaml
+
+    definitions = yaml.safe_load(SCHEMA.read_text())["$defs"]
+    found = {}
+    for name, (where, *keys) in SCHEMA_DEFAULTS.items():
+        node = definitions[where]
+        for key in keys:
+            node = node["properties"][key]
+        found[name] = node["default"]
+    return found
 
 
 def result_config(config: dict) -> dict:
@@ -113,6 +139,35 @@ class RunSpec:
         return start_file(self.start, self.arch, self.bits) or self.start
 
 
+def start_path(run: RunSpec, layout: ResultsLayout) -> str | None:
+    """The checkpoint the first step of a warm chain starts from: the staged copy of a released
+    model, or the study's own file; None for every other run."""
+    start = run.init_start
+    if start is None:
+        return None
+    return layout.start(start) if start.startswith("starts/") else start
+
+
+def train_settings(run: RunSpec, layout: ResultsLayout) -> dict[str, Any]:
+    """``apot train``'s settings of one run (TrainConfig fields): its model and training
+    settings, its prepared data and folder, and its start (its parent's best weights, a
+    released model, or none)."""
+    settings = {"arch": run.arch, "data": layout.data_dir(run.data),
+                "out": layout.run_dir(run.path), **run.train}
+    init = layout.run_file(run.parent, BEST) if run.parent is not None else start_path(run, layout)
+    if init is not None:
+        settings["init"] = init
+    return settings
+
+
+def find_run(config: dict, path: str) -> RunSpec:
+    """The run of the selected preset whose folder is ``path`` (UserError if none is)."""
+    for run in expand_runs(config):
+        if run.path == path:
+            return run
+    raise UserError(f"run {path} is not part of preset {config['preset']} (see config.yaml)")
+
+
 def validate_config(config: dict) -> dict:
     """Validate ``config`` against the schema, filling defaults in place (as Snakemake's
     ``validate`` does), then check the cross-field rules. Returns the config."""
@@ -145,10 +200,10 @@ def check_config(config: dict) -> None:
                         f"({', '.join(config['presets'])})")
     for name, preset in config["presets"].items():
         for data_name, entry in preset["datasets"].items():
-            if dataset_of(preset, data_name) not in (*SMALL_DATASETS, "imagenet"):
+            if dataset_of(preset, data_name) not in study_datasets():
                 raise UserError(f"config key presets.{name}.datasets.{data_name}: name the "
-                                f"dataset it is prepared from (dataset: cifar10, cifar100 or "
-                                f"imagenet)")
+                                f"dataset it is prepared from (dataset: one of "
+                                f"{', '.join(study_datasets())})")
         for study_name, study in preset["studies"].items():
             _check_study(f"presets.{name}.studies.{study_name}", preset, study)
 
@@ -172,9 +227,9 @@ def _check_study(where: str, preset: dict, study: dict) -> None:
         raise UserError(f"config key {where}.data: {data!r} is prepared from "
                         f"{dataset_of(preset, data)}, not from the study's dataset "
                         f"{study['dataset']}")
-    imagenet = study["dataset"] == "imagenet"
+    large_images = get_dataset(study["dataset"]).image_size > 32
     for arch in study["archs"]:
-        if (arch in IMAGENET_ARCHS) != imagenet:
+        if (arch in IMAGENET_ARCHS) != large_images:
             raise UserError(f"config key {where}.archs: {arch} does not fit dataset "
                             f"{study['dataset']}")
     start = study.get("start", SCRATCH)
@@ -182,7 +237,7 @@ def _check_study(where: str, preset: dict, study: dict) -> None:
         raise UserError(f"config key {where}.start: the authors released CIFAR-10 "
                         f"{AUTHORS_ARCH} checkpoints only; this study has {study['dataset']} "
                         f"{', '.join(study['archs'])}")
-    if start == "torchvision" and not imagenet:
+    if start == "torchvision" and not large_images:
         raise UserError(f"config key {where}.start: torchvision's pretrained weights are "
                         f"ImageNet models; this study is on {study['dataset']}")
     chain = study["chain"]
@@ -236,11 +291,11 @@ def data_sources(config: dict, prepared: str | Path | None = None) -> dict[str, 
         if done is not None and (done / MANIFEST).is_file():
             sources[name] = f"prepared: {done}"
             continue
-        if dataset == "imagenet":
+        if get_dataset(dataset).kind == FOLDER:
             root = config.get("imagenet_root") or ""
             sources[name] = f"folder: {root}" if root and Path(root).is_dir() else None
             continue
-        archive_name = SMALL_DATASETS[dataset][1]
+        archive_name = get_dataset(dataset).archive
         if folder is not None and (folder / archive_name).is_file():
             sources[name] = f"mirror: {folder / archive_name}"
             continue
@@ -255,7 +310,7 @@ def data_sources(config: dict, prepared: str | Path | None = None) -> dict[str, 
 
 def missing_reason(config: dict, dataset: str) -> str:
     """Why a dataset without a source did not run, as the report states it."""
-    if dataset == "imagenet":
+    if get_dataset(dataset).kind == FOLDER:
         root = config.get("imagenet_root") or ""
         return ("not configured: no ImageNet folder (set imagenet_root)" if not root
                 else f"not run: ImageNet folder {root} does not exist")
@@ -272,12 +327,13 @@ def check_data(config: dict, sources: dict[str, str | None]) -> dict[str, str]:
         dataset = dataset_of(preset, name)
         if source is not None:
             continue
-        if dataset == "imagenet" and not config.get("imagenet_root"):
+        if get_dataset(dataset).kind == FOLDER and not config.get("imagenet_root"):
             skipped[name] = missing_reason(config, dataset)
             continue
         if config["on_missing_data"] != "skip":
             folder = mirror_folder(config.get("mirror") or None)
-            archive = SMALL_DATASETS[dataset][1] if dataset in SMALL_DATASETS else "train/ val/"
+            entry = get_dataset(dataset)
+            archive = entry.archive if entry.kind == ARCHIVE else "train/ val/"
             where = (f"the mirror {folder} has no {archive}" if folder is not None
                      else "no data mirror is set and the download host cannot be reached")
             raise UserError(
@@ -291,17 +347,16 @@ def check_data(config: dict, sources: dict[str, str | None]) -> dict[str, str]:
 def schemes(config: dict, study: dict) -> tuple[str, ...]:
     """A study's schemes, APoT first: its key ``schemes``, plus uniform and PoT everywhere with
     the config key ``scheme_ablation``."""
-    listed = list(study.get("schemes", ["apot"]))
+    listed = list(study["schemes"])
     if config["scheme_ablation"]:
-        listed += ABLATION_SCHEMES
-    return tuple(sorted(set(listed), key=lambda s: (s != "apot", listed.index(s))))
+        listed += ablation_schemes()
+    return tuple(sorted(set(listed), key=lambda s: (s != APOT, listed.index(s))))
 
 
 def quantizer_rules(study: dict) -> str:
     """Which of the authors' quantizer implementations a study follows: its key
     ``quantizer_rules``, else the dataset's (the ImageNet code for ImageNet)."""
-    return study.get("quantizer_rules") or ("imagenet" if study["dataset"] == "imagenet"
-                                            else "cifar")
+    return study.get("quantizer_rules") or get_dataset(study["dataset"]).quantizer_rules
 
 
 def train_flags(config: dict, preset: dict, study: dict, step: dict, scheme: str,
@@ -312,7 +367,7 @@ def train_flags(config: dict, preset: dict, study: dict, step: dict, scheme: str
     return {
         "epochs": step.get("epochs", study["epochs"]),
         "bits": step["bits"],
-        "scheme": "apot" if scheme == FLOAT_SCHEME else scheme,
+        "scheme": APOT if scheme == FLOAT else scheme,
         "k": preset["k"],
         "first_last": preset["first_last"],
         "batch_size": step.get("batch_size", study["batch_size"]),
@@ -320,8 +375,8 @@ def train_flags(config: dict, preset: dict, study: dict, step: dict, scheme: str
         "lr": step["lr"],
         "momentum": study["momentum"],
         "weight_decay": step["weight_decay"],
-        "act_alpha_lr": alpha.get("act_lr", 0.1), "act_alpha_wd": alpha.get("act_wd", 1e-4),
-        "wgt_alpha_lr": alpha.get("wgt_lr", 0.02), "wgt_alpha_wd": alpha.get("wgt_wd", 1e-4),
+        "act_alpha_lr": alpha["act_lr"], "act_alpha_wd": alpha["act_wd"],
+        "wgt_alpha_lr": alpha["wgt_lr"], "wgt_alpha_wd": alpha["wgt_wd"],
         "quantizer_rules": quantizer_rules(study),
         "act_alpha_calibration": study["act_alpha_calibration"],
         "schedule": study["schedule"],
@@ -359,7 +414,7 @@ def _expand_chains(config: dict, preset: dict, study_name: str, study: dict, arc
             is_float = step["bits"] == FLOAT_BITS
             if is_float and base is not None:
                 continue  # one FP32 baseline, shared by the scheme chains
-            run_scheme = FLOAT_SCHEME if is_float else scheme
+            run_scheme = FLOAT if is_float else scheme
             spec = RunSpec(study_name, study["dataset"], arch, study["schedule"], run_scheme,
                            step["bits"], seed,
                            train_flags(config, preset, study, step, run_scheme, seed), parent,

@@ -17,13 +17,14 @@ import io
 import json
 from pathlib import Path
 
-from .checkpoints import write_text_atomic
+from .layout import write_text_atomic
 from .errors import UserError
 from .integrity import check_run
-from .prepare import MANIFEST, load_manifest
-from .study import (FLOAT_BITS, FLOAT_SCHEME, SCRATCH, expand_runs, result_config, start_label,
+from .layout import HISTORY, HISTORY_FIELDS, MANIFEST, METRICS as RUN_METRICS, RUN_COST, ResultsLayout
+from .prepare import load_manifest
+from .quant.schemes import APOT, FLOAT, FLOAT_BITS
+from .study import (SCRATCH, expand_runs, result_config, start_label,
                     validate_config)
-from .train import HISTORY_FIELDS
 
 # A group: the runs of one model, differing only in their seed. "start" tells a chain trained
 # from scratch from one that starts from a released model (a warm chain).
@@ -47,7 +48,7 @@ def _benchmark_seconds(path: Path) -> float | None:
     return float(rows[-1]["s"]) if rows and rows[-1].get("s") not in (None, "", "NA") else None
 
 
-def run_records(study: dict, results: Path, benchmarks: Path | None) -> list[dict]:
+def run_records(study: dict, results: ResultsLayout, benchmarks: Path | None) -> list[dict]:
     """One record per run the preset defines, in matrix order."""
     config, skipped = study["config"], study.get("skipped", {})
     skipped_studies = study.get("skipped_studies", {})
@@ -55,7 +56,7 @@ def run_records(study: dict, results: Path, benchmarks: Path | None) -> list[dic
     for run in expand_runs(config):
         record = {key: getattr(run, key) for key in RUN_KEYS}
         record["path"] = run.path
-        metrics_path = results / "runs" / run.path / "metrics.json"
+        metrics_path = Path(results.run_file(run.path, RUN_METRICS))
         if run.data in skipped:
             record["status"] = skipped[run.data]
         elif run.study in skipped_studies:
@@ -71,7 +72,7 @@ def run_records(study: dict, results: Path, benchmarks: Path | None) -> list[dic
             record["executions"] = metrics.get("executions", [])
             bench = benchmarks / "runs" / f"{run.path}.tsv" if benchmarks else None
             record["job_seconds"] = _benchmark_seconds(bench) if bench else None
-            cost_path = metrics_path.with_name("cost.json")
+            cost_path = metrics_path.with_name(RUN_COST)
             record["cost"] = _run_cost(_read_json(cost_path)) if cost_path.is_file() else None
         else:
             record["status"] = "missing: the run has not completed"
@@ -79,17 +80,17 @@ def run_records(study: dict, results: Path, benchmarks: Path | None) -> list[dic
     return records
 
 
-def authors_evaluations(study: dict, results: Path) -> dict:
+def authors_evaluations(study: dict, results: ResultsLayout) -> dict:
     """The authors' checkpoints as evaluated by the eval_authors rule: which were found, and
     per bit-width top-1/top-5 on this preset's CIFAR-10 test split."""
     found = study.get("authors_bits", [])
     data = study.get("authors_data")
     # always there (maybe empty), so that DVC can version it as an output of the study stage
-    (results / "authors").mkdir(parents=True, exist_ok=True)
-    (results / "starts").mkdir(parents=True, exist_ok=True)  # likewise the staged starts
+    Path(results.authors_dir).mkdir(parents=True, exist_ok=True)
+    Path(results.starts_dir).mkdir(parents=True, exist_ok=True)  # likewise the staged starts
     evals = []
     for bits in found:
-        path = results / "authors" / f"resnet20-w{bits}.json"
+        path = Path(results.authors_result(bits))
         if path.is_file():
             result = _read_json(path)
             evals.append({"bits": bits, **{k: result.get(k) for k in (
@@ -125,13 +126,13 @@ def group_records(records: list[dict]) -> list[dict]:
     stats = done.groupby(keys, sort=False)[list(METRICS)].agg(["mean", "std", "count"])
     base_at = [GROUP_KEYS.index(k) for k in BASE_KEYS]
     base_mean = {tuple(key[i] for i in base_at): row for key, row in stats.iterrows()
-                 if key[GROUP_KEYS.index("scheme")] == FLOAT_SCHEME
+                 if key[GROUP_KEYS.index("scheme")] == FLOAT
                  and key[GROUP_KEYS.index("bits")] == FLOAT_BITS}
     rows = []
     for key, first in runs.drop_duplicates(keys).set_index(keys)["status"].items():
         row = {**dict(zip(GROUP_KEYS, key)), "bits": int(key[GROUP_KEYS.index("bits")])}
         row["status"] = "done" if key in stats.index else first
-        is_base = row["scheme"] == FLOAT_SCHEME and row["bits"] == FLOAT_BITS
+        is_base = row["scheme"] == FLOAT and row["bits"] == FLOAT_BITS
         ref = None if is_base else base_mean.get(tuple(key[i] for i in base_at))
         for metric in METRICS:
             if key not in stats.index:
@@ -167,10 +168,10 @@ def group_name(row: dict) -> str:
             f"{row['scheme']}-w{row['bits']}")
 
 
-def histories(records: list[dict], results: Path) -> list[dict]:
+def histories(records: list[dict], results: ResultsLayout) -> list[dict]:
     rows = []
     for record in records:
-        path = results / "runs" / record["path"] / "history.csv"
+        path = Path(results.run_file(record["path"], HISTORY))
         if record["status"] != "done" or not path.is_file():
             continue
         for entry in csv.DictReader(io.StringIO(path.read_text())):
@@ -186,13 +187,13 @@ def _csv_text(rows: list[dict], fields: list[str]) -> str:
     return buffer.getvalue()
 
 
-def check_whole(records: list[dict], results: Path) -> None:
+def check_whole(records: list[dict], results: ResultsLayout) -> None:
     """Refuse to aggregate a completed run whose files fail their checks (apot.integrity)."""
     damaged = [f"{record['path']} ({'; '.join(problems)})" for record in records
                if record["status"] == "done"
-               and (problems := check_run(results / "runs" / record["path"]))]
+               and (problems := check_run(results.run_dir(record["path"])))]
     if damaged:
-        raise UserError(f"{len(damaged)} run(s) under {results / 'runs'} have damaged files: "
+        raise UserError(f"{len(damaged)} run(s) under {Path(results.run_dir(''))} have damaged files: "
                         + ", ".join(damaged) + "; run the workflow again: it redoes them")
 
 
@@ -201,7 +202,7 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
     """Write summary.json/.csv, accuracy.json and histories.csv under ``results``; returns a
     short account (counts) for the command line. ``cost``: the cost tables (``apot
     cost-tables``), copied into the summary so that the report reads one file."""
-    results = Path(results)
+    results = ResultsLayout(str(results))
     # fills any default the caller left out (runtime keys too: dropped again below)
     config = validate_config(copy.deepcopy(study["config"]))
     preset = config["presets"][config["preset"]]
@@ -210,7 +211,7 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
     groups = group_records(records)
     data = {}
     for dataset in preset["datasets"]:
-        folder = results / "data" / dataset
+        folder = Path(results.data_dir(dataset))
         data[dataset] = (load_manifest(folder) if (folder / MANIFEST).is_file()
                          else {"status": study.get("skipped", {}).get(dataset, "not prepared")})
     history_rows = histories(records, results)
@@ -225,23 +226,23 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
                "runs": records, "groups": groups, "provenance": provenance(records),
                "cost": _read_json(Path(cost)) if cost else None,
                "authors": authors_evaluations(study, results)}
-    write_text_atomic(results / "summary.json", json.dumps(summary, indent=1, sort_keys=True)
+    write_text_atomic(results.summary("json"), json.dumps(summary, indent=1, sort_keys=True)
                       + "\n")
     flat = [{**{k: g[k] for k in (*GROUP_KEYS, "status")},
              **{f"{m}_{s}": g[m][s] for m in METRICS for s in ("mean", "std", "n", "drop")},
              # the cost model's FixOPs per image beside the accuracy
              "fixops": group_fixops(g, summary["cost"])}
             for g in groups]
-    write_text_atomic(results / "summary.csv", _csv_text(flat, list(flat[0]) if flat else []))
+    write_text_atomic(results.summary("csv"), _csv_text(flat, list(flat[0]) if flat else []))
     accuracy = {group_name(g): {"best_top1": g["best_top1"]["mean"],
                                 "final_top1": g["final_top1"]["mean"]}
                 for g in groups if g["status"] == "done"}
-    write_text_atomic(results / "accuracy.json", json.dumps(accuracy, indent=1) + "\n")
-    write_text_atomic(results / "histories.csv",
+    write_text_atomic(results.accuracy, json.dumps(accuracy, indent=1) + "\n")
+    write_text_atomic(results.histories,
                       _csv_text(history_rows, ["run", *RUN_KEYS, *sorted(HISTORY_FIELDS)]))
     done = sum(r["status"] == "done" for r in records)
     return {"runs": len(records), "done": done, "not_run": len(records) - done,
-            "summary": str(results / "summary.json")}
+            "summary": results.summary("json")}
 
 
 def group_fixops(group: dict, cost: dict | None) -> float | None:
@@ -250,7 +251,7 @@ def group_fixops(group: dict, cost: dict | None) -> float | None:
     under apot (apot.cost.cost_tables)."""
     if cost is None:
         return None
-    scheme = "apot" if group["scheme"] == FLOAT_SCHEME else group["scheme"]
+    scheme = APOT if group["scheme"] == FLOAT else group["scheme"]
     return next((r["fixops"] for r in cost["study"]
                  if (r["arch"], r["bits"], r["scheme"]) == (group["arch"], group["bits"], scheme)),
                 None)

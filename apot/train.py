@@ -32,20 +32,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from .checkpoints import (ACT_ALPHA_SUFFIX, WEIGHT_ALPHA_SUFFIX, check_model_meta,
-                          extract_state_dict, file_sha256, load_file, load_into_model, save_atomic,
-                          write_text_atomic)
+from .checkpoints import (ACT_ALPHA_SUFFIX, WEIGHT_ALPHA_SUFFIX, load_file, restore_model,
+                          save_atomic)
 from .device import resolve_device
 from .errors import UserError
 from .integrity import check_run, file_record, run_files_record
-from .loader import ImageFolderLoader, TensorLoader, normalization
+from .layout import (BEST, CHECKPOINT, HISTORY, HISTORY_FIELDS, METRICS, PENDING_BEST,
+                     file_sha256, write_text_atomic)
+from .loader import ImageFolderLoader, TensorLoader
 from .models import ARCHS, build_model
 from .quant.convert import FIRST_LAST_POLICIES
-from .quant.levels import MAX_BITS, SCHEMES
+from .quant.levels import MAX_BITS
+from .quant.schemes import APOT, FLOAT_BITS, MODEL_BITS, scheme_names
 from .quant.modules import ACT_ALPHA_INIT_BY_RULES, QUANTIZER_RULES
-from .prepare import load_manifest, load_prepared
+from .datasets import FOLDER
+from .prepare import load_manifest, load_prepared, manifest_dataset
 from .lock import exclusive
 from .stopping import StopOnSignals
+from .study import train_defaults
 from .threads import threads_in_use, use_threads
 
 # multistep and cosine step once per epoch, as the authors and the reproducibility report;
@@ -53,12 +57,7 @@ from .threads import threads_in_use, use_threads
 # of a short fine-tune, whose end point must not be wherever SGD at full LR happened to stop.
 SCHEDULES = ("multistep", "cosine", "cosine_steps")
 PER_STEP_SCHEDULES = ("cosine_steps",)
-CHECKPOINT, BEST, HISTORY, METRICS = "checkpoint.pt", "best.pt", "history.csv", "metrics.json"
-# A new best.pt waits here until the checkpoint that records it is written (see Run.save).
-PENDING_BEST = ".best.pt.pending"
 RUN_FILES = (METRICS, CHECKPOINT, BEST, HISTORY, PENDING_BEST)  # metrics.json first: see set_aside
-HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1",
-                  "test_top5", "images_per_s", "epoch_seconds")
 # Result fields added after 0.1, with the value every older checkpoint was trained with.
 FIELDS_ADDED_SINCE = {"quantizer_rules": "cifar", "act_alpha_calibration": "none"}
 CALIBRATIONS = ("none", "mse")
@@ -68,6 +67,8 @@ RUNTIME_FIELDS = ("device", "threads", "workers", "progress")
 # Config fields naming files: a run is keyed on their content (the prepared data's tensors, the
 # --init file's sha256), not on how their path is spelled; its own folder may move.
 PATH_FIELDS = ("out", "data", "init")
+# Defaults shared with a study's settings are the schema's (apot.study.SCHEMA_DEFAULTS).
+DEFAULTS = train_defaults()
 CHECK_EVERY_STEPS = 50  # how often a diverging loss is looked for within an epoch
 
 
@@ -90,28 +91,28 @@ class TrainConfig:
     data: str                      # prepared dataset folder (apot prepare-data)
     out: str                       # run folder
     epochs: int
-    bits: int = 32                 # 32 = float inner layers
-    scheme: str = "apot"
-    k: int = 2
-    first_last: str = "8bit"
-    batch_size: int = 128
-    test_batch_size: int = 100
+    bits: int = FLOAT_BITS         # float inner layers
+    scheme: str = APOT
+    k: int = DEFAULTS["k"]
+    first_last: str = DEFAULTS["first_last"]
+    batch_size: int = DEFAULTS["batch_size"]
+    test_batch_size: int = DEFAULTS["test_batch_size"]
     lr: float = 0.1
-    momentum: float = 0.9
+    momentum: float = DEFAULTS["momentum"]
     weight_decay: float = 5e-4
-    act_alpha_lr: float = 0.1      # the authors' CIFAR values for the clipping thresholds
-    act_alpha_wd: float = 1e-4
-    wgt_alpha_lr: float = 0.02
-    wgt_alpha_wd: float = 1e-4
+    act_alpha_lr: float = DEFAULTS["act_alpha_lr"]  # the authors' CIFAR values
+    act_alpha_wd: float = DEFAULTS["act_alpha_wd"]
+    wgt_alpha_lr: float = DEFAULTS["wgt_alpha_lr"]
+    wgt_alpha_wd: float = DEFAULTS["wgt_alpha_wd"]
     act_alpha_init: float | None = None  # None: the quantizer rules' (8.0 CIFAR, 6.0 ImageNet)
     wgt_alpha_init: float = 3.0
     quantizer_rules: str = "cifar"  # the authors' CIFAR or ImageNet quantizer (apot.quant.modules)
     # "mse": activation thresholds that no --init provides start at the least-squared-error
     # value on the first training batches (apot.quant.calibrate), not at act_alpha_init
-    act_alpha_calibration: str = "none"
+    act_alpha_calibration: str = DEFAULTS["act_alpha_calibration"]
     schedule: str = "multistep"
     milestones: list[int] = field(default_factory=lambda: [150, 225])
-    gamma: float = 0.1
+    gamma: float = DEFAULTS["gamma"]
     init: str | None = None        # progressive initialization from this checkpoint
     seed: int = 0
     device: str = "auto"
@@ -136,10 +137,11 @@ class TrainConfig:
         if self.quantizer_rules not in QUANTIZER_RULES:
             problems.append(f"quantizer_rules must be one of {QUANTIZER_RULES}, got "
                             f"{self.quantizer_rules!r}")
-        if self.bits != 32 and not 2 <= self.bits <= 8:
-            problems.append(f"bits must be 2..8 or 32, got {self.bits}")
-        if self.scheme not in SCHEMES:
-            problems.append(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        if self.bits != FLOAT_BITS and self.bits not in MODEL_BITS:
+            problems.append(f"bits must be {MODEL_BITS[0]}..{MODEL_BITS[-1]} or {FLOAT_BITS}, "
+                            f"got {self.bits}")
+        if self.scheme not in scheme_names():
+            problems.append(f"scheme must be one of {scheme_names()}, got {self.scheme!r}")
         if not 1 <= self.k <= MAX_BITS:
             problems.append(f"k must be 1..{MAX_BITS}, got {self.k}")
         if self.first_last not in FIRST_LAST_POLICIES:
@@ -163,15 +165,16 @@ class TrainConfig:
 def make_loaders(cfg: TrainConfig, manifest: dict, device: torch.device):
     """(train, test) loaders: in-memory tensors for prepared small datasets, streamed folders
     for ImageNet (its manifest points at the folder)."""
-    if manifest.get("dataset") == "imagenet":
+    dataset = manifest_dataset(manifest, cfg.data)
+    mean, std = dataset.mean, dataset.std
+    if dataset.kind == FOLDER:
         root = Path(manifest["source"]["path"])
         return (ImageFolderLoader(str(root / "train"), cfg.batch_size, True, device, cfg.seed,
-                                  cfg.workers),
+                                  cfg.workers, mean=mean, std=std),
                 ImageFolderLoader(str(root / "val"), cfg.test_batch_size, False, device,
-                                  workers=cfg.workers))
+                                  workers=cfg.workers, mean=mean, std=std))
     train_images, train_labels, _ = load_prepared(cfg.data, "train")
     test_images, test_labels, _ = load_prepared(cfg.data, "test")
-    mean, std = normalization(manifest.get("dataset", ""))
     return (TensorLoader(train_images, train_labels, cfg.batch_size, True, device, cfg.seed,
                          mean=mean, std=std),
             TensorLoader(test_images, test_labels, cfg.test_batch_size, False, device,
@@ -252,9 +255,8 @@ class Run:
         """Progressive initialization: weights (and thresholds, if any) of another run."""
         stored = load_file(path)
         # bits and scheme may differ (that is the point); the architecture may not
-        check_model_meta(stored, {"arch": self.cfg.arch}, f"--init {path}")
-        state = extract_state_dict(stored, path)
-        load_into_model(self.model, state, progressive=True, source=f"--init {path}")
+        state = restore_model(self.model, stored, {"arch": self.cfg.arch}, progressive=True,
+                              source=f"--init {path}")
         self.init_has_act_alpha = any(k.endswith(ACT_ALPHA_SUFFIX) for k in state)
         origin = stored.get("origin") if isinstance(stored, dict) else None
         self.started_from = {"file": str(path), "sha256": file_sha256(path),
@@ -289,9 +291,8 @@ class Run:
         if not isinstance(stored, dict) or not {"state_dict", "optimizer", "epoch"} <= set(stored):
             raise Damaged(f"{path} is not a run's checkpoint")
         self.check_same_run(stored)
-        check_model_meta(stored, model_description(self.cfg), str(path))
         try:
-            load_into_model(self.model, stored["state_dict"], source=str(path))
+            restore_model(self.model, stored, model_description(self.cfg), source=str(path))
             self.optimizer.load_state_dict(stored["optimizer"])
             self.scheduler.load_state_dict(stored["scheduler"])
         except (UserError, ValueError, KeyError, RuntimeError) as exc:

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
 
-from apot.loader import CIFAR_MEAN, CIFAR_STD, TensorLoader
+from apot.datasets import CIFAR_MEAN, CIFAR_STD
+from apot.loader import TensorLoader
 from apot.models import build_model
 from apot.prepare import load_prepared, prepare_dataset
 

@@ -9,13 +9,11 @@
 
 rule eval_authors:
     input:
-        data=f"{data_dir(AUTHORS_DATA)}/manifest.json",
+        data=LAYOUT.manifest(AUTHORS_DATA),
     output:
-        f"{RESULTS}/authors/resnet20-w{{bits}}.json",
+        authors_result("{bits}"),
     params:
         data=data_dir(AUTHORS_DATA),
-    wildcard_constraints:
-        bits="32|[2-8]",
     log:
         f"{LOGS}/authors/resnet20-w{{bits}}.log",
     threads: config["train_threads"]
@@ -32,9 +30,7 @@ rule eval_authors:
 
 rule stage_authors_start:
     output:
-        f"{RESULTS}/starts/authors-resnet20-w{{bits}}.pt",
-    wildcard_constraints:
-        bits="32|[2-8]",
+        LAYOUT.start(start_file("authors", AUTHORS_ARCH, "{bits}")),
     log:
         f"{LOGS}/starts/authors-resnet20-w{{bits}}.log",
     threads: 1
@@ -48,7 +44,7 @@ rule stage_authors_start:
 
 rule stage_torchvision_start:
     output:
-        f"{RESULTS}/starts/torchvision-{{arch}}.pt",
+        LAYOUT.start(start_file("torchvision", "{arch}", None)),
     log:
         f"{LOGS}/starts/torchvision-{{arch}}.log",
     threads: 1

@@ -10,29 +10,32 @@ from snakemake.exceptions import WorkflowError
 
 from apot.errors import UserError
 from apot.integrity import check_prepared, check_run
+from apot.layout import BEST, METRICS, RUN_COST, ResultsLayout, write_text_if_changed
+from apot.quant.schemes import FLOAT, FLOAT_BITS, MODEL_BITS
 from apot.sources import mirror_folder
 from apot.study import AUTHORS_BITS as AUTHORS_BITS_ALL
-from apot.study import (authors_checkpoints, check_config, check_data, check_starts,
-                        data_sources, dataset_of, expand_runs, result_config)
+from apot.study import (AUTHORS_ARCH, authors_checkpoints, check_config, check_data,
+                        check_starts, data_sources, dataset_of, expand_runs, result_config,
+                        start_file, start_path, train_settings)
 
+PRESET = config["preset"]
+LAYOUT = ResultsLayout.of_preset(PRESET)
 try:
     check_config(config)
-    DATA_SOURCES = data_sources(config, prepared=f"results/{config['preset']}/data")
+    DATA_SOURCES = data_sources(config, prepared=LAYOUT.data_dir(""))
     SKIPPED = check_data(config, DATA_SOURCES)  # prepared dataset -> reason it does not run
     # studies whose start (a released model) cannot be had -> reason
     SKIPPED_STUDIES = check_starts(config, expand_runs(config, skip=tuple(SKIPPED)),
-                                   f"results/{config['preset']}")
+                                   LAYOUT.results)
     RUNS = {run.path: run for run in expand_runs(config, skip=tuple(SKIPPED),
                                                  skip_studies=tuple(SKIPPED_STUDIES))}
 except UserError as error:
     raise WorkflowError(f"config.yaml: {error}") from None
 
-PRESET = config["preset"]
-RESULTS = f"results/{PRESET}"
-LOGS = f"logs/{PRESET}"
-BENCHMARKS = f"benchmarks/{PRESET}"
+RESULTS, LOGS, BENCHMARKS = LAYOUT.results, LAYOUT.logs, LAYOUT.benchmarks
+STUDY_FILE = LAYOUT.study
 DATA_NAMES = sorted({run.data for run in RUNS.values()})
-QUANTIZED_RUNS = [path for path, run in RUNS.items() if run.scheme != "fp32"]
+QUANTIZED_RUNS = [path for path, run in RUNS.items() if run.scheme != FLOAT]
 
 
 def path_pattern(paths):
@@ -40,7 +43,7 @@ def path_pattern(paths):
     return "|".join(re.escape(p) for p in sorted(paths)) or "(?!x)x"
 
 
-FP32_PATTERN = path_pattern(p for p, run in RUNS.items() if run.scheme == "fp32")
+FP32_PATTERN = path_pattern(p for p, run in RUNS.items() if run.scheme == FLOAT)
 QUANTIZED_PATTERN = path_pattern(QUANTIZED_RUNS)
 # The authors' released CIFAR-10 ResNet-20 checkpoints: evaluated on the preset's prepared
 # "cifar10" dataset (else the first prepared CIFAR-10 one) when CIFAR-10 runs, and staged as a
@@ -55,9 +58,7 @@ AUTHORS = authors_checkpoints(config)
 AUTHORS_DIR = shlex.quote(os.path.dirname(next(iter(AUTHORS.values())))) if AUTHORS else "''"
 
 
-def authors_result(bits):
-    return f"{RESULTS}/authors/resnet20-w{bits}.json"
-
+authors_result = LAYOUT.authors_result
 
 AUTHORS_BITS = sorted(
     {*AUTHORS, *(b for b in AUTHORS_BITS_ALL if os.path.isfile(authors_result(b)))}
@@ -72,33 +73,31 @@ TRAIN_GPUS = 0 if config["device"] == "cpu" else 1
 # when a cluster profile is used.
 localrules: prepare_data, stage_authors_start, stage_torchvision_start, cost_tables, run_cost, summarize, report, study, all
 
+# The bit-widths a released model can have: a quantized model's, or float.
+BITS_PATTERN = "|".join(str(b) for b in (FLOAT_BITS, *MODEL_BITS))
+
 wildcard_constraints:
     data="[A-Za-z0-9_-]+",
     arch="resnet[0-9]+",
-    bits="[2-8]",
+    bits=BITS_PATTERN,
 
 
-def data_dir(dataset):
-    return f"{RESULTS}/data/{dataset}"
-
-
-def run_dir(path):
-    return f"{RESULTS}/runs/{path}"
+data_dir, run_dir = LAYOUT.data_dir, LAYOUT.run_dir
 
 
 def run_metrics(path):
-    return f"{run_dir(path)}/metrics.json"
+    return LAYOUT.run_file(path, METRICS)
 
 
 def run_cost(path):
-    return f"{run_dir(path)}/cost.json"
+    return LAYOUT.run_file(path, RUN_COST)
 
 
 def cost_args(run):
     """apot cost flags of one trained run: its model, its best weights, where to write."""
     args = ["--arch", run.arch, "--bits", run.bits, "--scheme", run.train["scheme"],
             "--k", run.train["k"], "--first-last", run.train["first_last"],
-            "--checkpoint", f"{run_dir(run.path)}/best.pt", "--layers",
+            "--checkpoint", LAYOUT.run_file(run.path, BEST), "--layers",
             "--out", run_cost(run.path)]
     return " ".join(shlex.quote(str(a)) for a in args)
 
@@ -141,49 +140,41 @@ SOURCE_ARGS = source_args()
 DEVICE_ARGS = f"--device {shlex.quote(config['device'])}"
 
 
-def start_path(run):
-    """The checkpoint the first step of a warm chain starts from: the staged copy of a released
-    model, or the study's own file; None for every other run."""
-    start = run.init_start
-    return None if start is None else f"{RESULTS}/{start}" if start.startswith("starts/") \
-        else start
-
-
-def train_args(run):
-    """apot train flags of one run: its settings, data, folder and start (its parent's best
-    weights, a released model, or nothing)."""
-    args = ["--arch", run.arch, "--data", data_dir(run.data), "--out", run_dir(run.path)]
-    for key, value in run.train.items():
-        flag = "--" + key.replace("_", "-")
-        args += [flag, *value] if isinstance(value, list) else [flag, value]
-    if run.parent is not None:
-        args += ["--init", f"{run_dir(run.parent)}/best.pt"]
-    elif start_path(run) is not None:
-        args += ["--init", start_path(run)]
-    return " ".join(shlex.quote(str(a)) for a in args)
-
-
 def train_inputs(wildcards):
     """Input function: the prepared dataset; for a quantized run its parent's metrics (written
     last, so a parent counts as done only when it completed); for a warm chain's first step
     the staged start."""
     run = run_of(wildcards)
-    found = {"data": f"{data_dir(run.data)}/manifest.json"}
+    found = {"data": LAYOUT.manifest(run.data)}
     if run.parent is not None:
         found["parent"] = run_metrics(run.parent)
-    elif start_path(run) is not None:
-        found["start"] = start_path(run)
+    elif start_path(run, LAYOUT) is not None:
+        found["start"] = start_path(run, LAYOUT)
     return found
 
 
-def study_json():
-    """What the summary needs to know of this invocation: the resolved config and the datasets
-    left out (with the reason the report prints). Not where the data came from: that changes
-    once a dataset is prepared (and would re-run the summary); the manifests record it."""
-    return json.dumps({"config": result_config(config), "skipped": SKIPPED,
-                       "skipped_studies": SKIPPED_STUDIES, "authors_bits": AUTHORS_BITS,
-                       "authors_data": AUTHORS_DATA}, sort_keys=True)
+def train_settings_of(wildcards):
+    """Params of a train job: its apot train settings (apot.study.train_settings). The job
+    reads them from the study file (apot train --study --run); stated here too, so that a
+    change to them, and only to them, makes Snakemake run it again."""
+    return train_settings(run_of(wildcards), LAYOUT)
 
+
+def write_study_file():
+    """results/<preset>/study.json: what the cost tables and the summary need to know of this
+    invocation, the resolved config and the datasets and studies left out (with the reason
+    the report prints). Written by the process that plans the DAG, and only when its content
+    changes, so that its time tells Snakemake when they must run again. Not where the data
+    came from: that changes once a dataset is prepared (and would re-run the summary); the
+    manifests record it."""
+    text = json.dumps({"config": result_config(config), "skipped": SKIPPED,
+                       "skipped_studies": SKIPPED_STUDIES, "authors_bits": AUTHORS_BITS,
+                       "authors_data": AUTHORS_DATA}, sort_keys=True, indent=1) + "\n"
+    write_text_if_changed(LAYOUT.study, text)
+
+
+if workflow.is_main_process:
+    write_study_file()
 
 
 def damaged_results():
@@ -194,7 +185,7 @@ def damaged_results():
     for name in DATA_NAMES:
         problems = check_prepared(data_dir(name))
         if problems:
-            found[f"{data_dir(name)}/manifest.json"] = problems
+            found[LAYOUT.manifest(name)] = problems
     for path in RUNS:
         problems = check_run(run_dir(path))
         if problems:

@@ -6,10 +6,10 @@
 
 
 rule cost_tables:
+    input:
+        study=LAYOUT.study,
     output:
-        f"{RESULTS}/cost.json",
-    params:
-        study=study_json(),
+        LAYOUT.cost_tables,
     log:
         f"{LOGS}/cost_tables.log",
     threads: 1
@@ -17,14 +17,14 @@ rule cost_tables:
         mem_mb=4000,
         runtime=10,
     shell:
-        "{APOT} cost-tables --study {params.study:q} --out {output} > {log} 2>&1"
+        "{APOT} cost-tables --study {input.study} --out {output} > {log} 2>&1"
 
 
 rule run_cost:
     input:
-        f"{RESULTS}/runs/{{run}}/metrics.json",
+        run_metrics("{run}"),
     output:
-        f"{RESULTS}/runs/{{run}}/cost.json",
+        run_cost("{run}"),
     params:
         args=lambda w: cost_args(run_of(w)),
     wildcard_constraints:

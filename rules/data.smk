@@ -5,7 +5,7 @@
 
 rule prepare_data:
     output:
-        f"{RESULTS}/data/{{data}}/manifest.json",
+        LAYOUT.manifest("{data}"),
     params:
         subset=subset_args,
         out=lambda wildcards, output: os.path.dirname(output[0]),

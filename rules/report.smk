@@ -5,19 +5,19 @@
 rule summarize:
     input:
         runs=[run_metrics(path) for path in RUNS],
-        data=[f"{data_dir(d)}/manifest.json" for d in DATA_NAMES],
-        cost=f"{RESULTS}/cost.json",
+        data=[LAYOUT.manifest(d) for d in DATA_NAMES],
+        cost=LAYOUT.cost_tables,
+        study=LAYOUT.study,
         run_costs=[run_cost(path) for path in QUANTIZED_RUNS],
         authors=[authors_result(bits) for bits in AUTHORS_BITS],
     output:
-        json=f"{RESULTS}/summary.json",
-        csv=f"{RESULTS}/summary.csv",
-        accuracy=f"{RESULTS}/accuracy.json",
-        histories=f"{RESULTS}/histories.csv",
+        json=LAYOUT.summary("json"),
+        csv=LAYOUT.summary("csv"),
+        accuracy=LAYOUT.accuracy,
+        histories=LAYOUT.histories,
     params:
         results=RESULTS,
         benchmarks=BENCHMARKS,
-        study=study_json(),
     log:
         f"{LOGS}/summarize.log",
     threads: 1
@@ -26,13 +26,13 @@ rule summarize:
         runtime=10,
     shell:
         "{APOT} summarize --results {params.results} --benchmarks {params.benchmarks} "
-        "--cost {input.cost} --study {params.study:q} "
+        "--cost {input.cost} --study {input.study} "
         "> {log} 2>&1"
 
 
 rule report:
     input:
-        summary=f"{RESULTS}/summary.json",
+        summary=LAYOUT.summary("json"),
         template="report/templates/report.html.j2",
         css="report/templates/report.css",
         cited="apot/cited.yaml",

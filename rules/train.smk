@@ -1,7 +1,7 @@
 # Stage 2: training. FP32 baselines from scratch, or from a released model (a warm chain: the
 # staged start); each quantized run starts from the run before it in its chain (4-bit from
 # FP32, 3 from 4, 2 from 3). {run} is a run's folder under runs/ (apot.study.run_path),
-# constrained to the preset's runs. Only metrics.json, written when a run
+# constrained to the preset's runs; apot train reads its settings from the study file. Only metrics.json, written when a run
 # completes, is declared: the run folder's checkpoint.pt must survive a killed or pre-empted
 # job (Snakemake deletes the declared outputs of incomplete jobs), so re-running the workflow
 # resumes the run from its last completed epoch.
@@ -11,9 +11,9 @@ rule train_fp32:
     input:
         unpack(train_inputs),
     output:
-        f"{RESULTS}/runs/{{run}}/metrics.json",
+        run_metrics("{run}"),
     params:
-        args=lambda w: train_args(run_of(w)),
+        settings=train_settings_of,
     wildcard_constraints:
         run=FP32_PATTERN,
     log:
@@ -26,17 +26,17 @@ rule train_fp32:
         mem_mb=8000,
         runtime=24 * 60,
     shell:
-        "{APOT} train {params.args} {DEVICE_ARGS} --threads {threads} --no-progress "
-        "--restart-if-changed >> {log} 2>&1"
+        "{APOT} train --study {STUDY_FILE} --run {wildcards.run:q} {DEVICE_ARGS} "
+        "--threads {threads} --no-progress --restart-if-changed >> {log} 2>&1"
 
 
 rule train_quantized:
     input:
         unpack(train_inputs),
     output:
-        f"{RESULTS}/runs/{{run}}/metrics.json",
+        run_metrics("{run}"),
     params:
-        args=lambda w: train_args(run_of(w)),
+        settings=train_settings_of,
     wildcard_constraints:
         run=QUANTIZED_PATTERN,
     log:
@@ -49,5 +49,5 @@ rule train_quantized:
         mem_mb=8000,
         runtime=24 * 60,
     shell:
-        "{APOT} train {params.args} {DEVICE_ARGS} --threads {threads} --no-progress "
-        "--restart-if-changed >> {log} 2>&1"
+        "{APOT} train --study {STUDY_FILE} --run {wildcards.run:q} {DEVICE_ARGS} "
+        "--threads {threads} --no-progress --restart-if-changed >> {log} 2>&1"

@@ -1,12 +1,17 @@
-"""Model registry: ``build_model(arch, ...)`` gives a float or quantized network."""
+"""Model registry: ``build_model(arch, ...)`` gives a float or quantized network, and
+``load_model(checkpoint, ...)`` one with a checkpoint's weights."""
 from __future__ import annotations
 
-from typing import Callable
+import os
+from typing import Any, Callable
 
 import torchvision
 from torch import nn
 
-from ..quant.convert import FLOAT_BITS, quantize_model
+from ..checkpoints import extract_state_dict, load_file, restore_model
+from ..errors import UserError
+from ..quant.convert import first_and_last, quantize_model
+from ..quant.schemes import APOT, FLOAT_BITS
 from .cifar_resnet import DEPTHS, CifarResNet
 
 
@@ -31,7 +36,7 @@ ARCHS: dict[str, tuple[Callable[[int], nn.Module], int, int]] = {
 
 
 def build_model(arch: str, num_classes: int | None = None, bits: int = FLOAT_BITS,
-                scheme: str = "apot", k: int = 2, first_last: str = "8bit",
+                scheme: str = APOT, k: int = 2, first_last: str = "8bit",
                 rules: str = "cifar", **alpha_init: float | None) -> nn.Module:
     """Build ``arch``; with bits < 32 (or first_last="8bit") convert it to quantized form.
 
@@ -47,3 +52,44 @@ def build_model(arch: str, num_classes: int | None = None, bits: int = FLOAT_BIT
     if bits == FLOAT_BITS and first_last == "float":
         return model
     return quantize_model(model, bits, scheme, k, first_last, rules, **alpha_init)
+
+
+# What describes a model: build_model's arguments, as our checkpoints record them ("model").
+DESCRIPTION_DEFAULTS = {"bits": FLOAT_BITS, "scheme": APOT, "k": 2, "first_last": "8bit"}
+
+
+def load_model(path: str | os.PathLike, description: dict[str, Any],
+               num_classes: int | None = None) -> tuple[nn.Module, Any]:
+    """The model of ``description`` ({"arch", "bits", "scheme", "k", "first_last"}; missing
+    keys take DESCRIPTION_DEFAULTS) with the weights of checkpoint ``path``, and the stored
+    checkpoint object. ``num_classes``: the classes the model must have; None takes the
+    checkpoint's own. Raises UserError naming the mismatch when the checkpoint records another
+    description, or holds another model."""
+    full = {**DESCRIPTION_DEFAULTS, **description}
+    stored = load_file(path)
+
+    def build(classes: int | None) -> nn.Module:
+        return build_model(full["arch"], classes, full["bits"], full["scheme"], full["k"],
+                           full["first_last"])
+
+    model = build(num_classes)
+    saved = _saved_classes(stored, first_and_last(model)[1])
+    if num_classes is None and saved is not None and saved != _classes_of(model):
+        model = build(saved)
+    elif num_classes is not None and saved is not None and saved != num_classes:
+        raise UserError(f"{path} was trained for {saved} classes; the data has {num_classes}")
+    restore_model(model, stored, full, source=str(path))
+    return model, stored
+
+
+def _classes_of(model: nn.Module) -> int:
+    return model.get_submodule(first_and_last(model)[1]).out_features
+
+
+def _saved_classes(stored: Any, last: str) -> int | None:
+    """The number of classes of the checkpoint's last layer, if it can be told."""
+    try:
+        weight = extract_state_dict(stored).get(f"{last}.weight")
+    except UserError:
+        return None  # restore_model names the problem
+    return None if weight is None or weight.dim() != 2 else weight.shape[0]

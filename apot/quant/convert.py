@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from .levels import _check_bits
+from .levels import check_bits
+from .schemes import APOT, FLOAT_BITS
 from .modules import EightBitConv2d, EightBitLinear, QuantConv2d, check_rules
 
-FLOAT_BITS = 32
 FIRST_LAST_POLICIES = ("8bit", "float")
 
 
@@ -24,7 +24,7 @@ def first_and_last(model: nn.Module) -> tuple[str, str]:
     return convs[0], linears[-1]
 
 
-def quantize_model(model: nn.Module, bits: int, scheme: str = "apot", k: int = 2,
+def quantize_model(model: nn.Module, bits: int, scheme: str = APOT, k: int = 2,
                    first_last: str = "8bit", rules: str = "cifar",
                    **alpha_init: float | None) -> nn.Module:
     """Replace a float model's layers by quantized ones and return the same model.
@@ -33,7 +33,7 @@ def quantize_model(model: nn.Module, bits: int, scheme: str = "apot", k: int = 2
         bits: bit-width of every inner conv's weights and input activations (2..8), or 32 to
             keep them float (the authors' "float" model, which still has 8-bit first/last
             layers unless ``first_last="float"``).
-        scheme: "apot", "pot" or "uniform" level sets.
+        scheme: a registered scheme's level sets (apot.quant.schemes).
         k: APoT base bit-width.
         first_last: "8bit" (authors' policy: first conv and last linear get 8-bit weights and
             full-precision inputs) or "float".
@@ -45,7 +45,7 @@ def quantize_model(model: nn.Module, bits: int, scheme: str = "apot", k: int = 2
     initialization (the first step of the progressive FP32 -> 4 -> 3 -> 2 chain).
     """
     if bits != FLOAT_BITS:
-        _check_bits(bits)
+        check_bits(bits)
     if first_last not in FIRST_LAST_POLICIES:
         raise ValueError(f"first_last must be one of {FIRST_LAST_POLICIES}, got {first_last!r}")
     check_rules(rules)  # also for float models, so that a typo never passes silently

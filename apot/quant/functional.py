@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from . import cpu_fused
-from .levels import magnitude_levels
+from .schemes import get_scheme, magnitude_levels
 
 _MAX_BUCKETS = 1 << 18
 
@@ -203,6 +203,7 @@ class Projector:
     def __init__(self, scheme: str, magnitudes: Sequence[Fraction], magnitude_bits: int,
                  bruteforce: bool = False):
         self.scheme = scheme
+        self.rounds = get_scheme(scheme).fixed_point  # evenly spaced: rounding, no table
         self.magnitude_bits = magnitude_bits
         self.bruteforce = bruteforce
         self.table = LevelTable(magnitudes)
@@ -210,7 +211,7 @@ class Projector:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.float32:  # the table works on float32 bit patterns
             return self(x.float()).to(x.dtype)
-        if self.scheme == "uniform":
+        if self.rounds:
             return uniform_round(x, self.magnitude_bits)
         if self.bruteforce:
             return project_bruteforce(x, self.table.levels.to(x.device))

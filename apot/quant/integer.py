@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .functional import normalize_weight
-from .levels import level_codes
+from .schemes import level_codes
 from .modules import QuantConv2d
 
 

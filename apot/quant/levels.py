@@ -1,4 +1,5 @@
-"""Quantization level sets as exact fractions (pure math, no torch).
+"""Quantization level sets as exact fractions (pure math, no torch): each scheme's own math.
+The schemes are registered by name, and taken by name, in ``apot.quant.schemes``.
 
 Every set is normalized so that its largest magnitude is 1; a quantizer multiplies by its
 clipping threshold alpha. Three schemes:
@@ -27,22 +28,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import product
-from typing import Sequence
 
-SCHEMES = ("apot", "pot", "uniform")
 MIN_BITS, MAX_BITS = 1, 8
 
 
-def _check_bits(bits: int, what: str = "bits") -> None:
+def check_bits(bits: int, what: str = "bits") -> None:
     if not isinstance(bits, int) or isinstance(bits, bool):
         raise ValueError(f"{what} must be an integer, got {bits!r}")
     if not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f"{what} must be between {MIN_BITS} and {MAX_BITS}, got {bits}")
-
-
-def check_scheme(scheme: str) -> None:
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
 
 
 def check_k(k: int) -> None:
@@ -89,42 +83,17 @@ def apot_terms(magnitude_bits: int, k: int = 2) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(t) for t in terms)
 
 
+def pot_terms(magnitude_bits: int, k: int = 2) -> tuple[tuple[int, ...], ...]:
+    """PoT's levels as terms (``apot_terms``' form): one term, 2^-0 .. 2^-(2^B-2); k unused."""
+    return (tuple(range(2**magnitude_bits - 1)),)
+
+
 def apot_magnitudes(magnitude_bits: int, k: int = 2) -> tuple[Fraction, ...]:
     """Unsigned APoT set with 2^B distinct levels, normalized to a maximum of 1."""
     term_sets = [[Fraction(0)] + [Fraction(1, 2**e) for e in exps]
                  for exps in apot_terms(magnitude_bits, k)]
     sums = {sum(choice, Fraction(0)) for choice in product(*term_sets)}
     return _normalize(sums)
-
-
-_MAGNITUDES = {"uniform": uniform_magnitudes, "pot": pot_magnitudes}
-
-
-def magnitude_levels(scheme: str, magnitude_bits: int, k: int = 2) -> tuple[Fraction, ...]:
-    """Non-negative levels for B magnitude bits (B >= 1), sorted, max 1."""
-    check_scheme(scheme)
-    if magnitude_bits < 1:
-        raise ValueError(f"need at least 1 magnitude bit, got {magnitude_bits}")
-    if scheme == "apot":
-        return apot_magnitudes(magnitude_bits, k)
-    return _MAGNITUDES[scheme](magnitude_bits)
-
-
-def levels(scheme: str, bits: int, signed: bool = False, k: int = 2) -> tuple[Fraction, ...]:
-    """The full, sorted level set of a b-bit quantizer, as exact fractions in [-1, 1].
-
-    Unsigned: 2^b levels in [0, 1]. Signed (sign + magnitude, as the authors' weights): the
-    (b-1)-bit magnitude set mirrored, 2^b - 1 levels. Signed 1-bit has no magnitude bit and is
-    defined as the binary set {-1, +1}.
-    """
-    _check_bits(bits)
-    if not signed:
-        return magnitude_levels(scheme, bits, k)
-    if bits == 1:
-        check_scheme(scheme)
-        return (Fraction(-1), Fraction(1))
-    mags = magnitude_levels(scheme, bits - 1, k)
-    return tuple(sorted({-m for m in mags} | set(mags)))
 
 
 @dataclass(frozen=True)
@@ -145,58 +114,5 @@ class LevelCode:
         return len(self.shifts)
 
 
-def _bit_positions(value: int) -> tuple[int, ...]:
+def bit_positions(value: int) -> tuple[int, ...]:
     return tuple(i for i in range(value.bit_length()) if value >> i & 1)
-
-
-def level_codes(scheme: str, magnitude_bits: int, k: int = 2) -> tuple[LevelCode, ...]:
-    """The magnitude levels of ``magnitude_levels(scheme, B, k)`` (same order) as integer codes.
-
-    PoT/APoT: with E the largest exponent among the term sets, a level made of terms 2^-e_i
-    (before normalization) has code sum 2^(E - e_i); the top level's code is the normalizer.
-    Uniform: level i / (2^B - 1) has code i.
-    """
-    levels_ = magnitude_levels(scheme, magnitude_bits, k)
-    if scheme == "uniform":
-        codes = {Fraction(i, 2**magnitude_bits - 1): _bit_positions(i)
-                 for i in range(2**magnitude_bits)}
-    else:
-        if scheme == "pot":
-            term_sets = [tuple(range(2**magnitude_bits - 1))]  # one term: 2^-0 .. 2^-(2^B-2)
-        else:
-            term_sets = apot_terms(magnitude_bits, k)
-        top = max(e for exps in term_sets for e in exps)
-        sums: dict[int, tuple[int, ...]] = {}
-        for choice in product(*[(None, *exps) for exps in term_sets]):
-            shifts = tuple(sorted(top - e for e in choice if e is not None))
-            sums[sum(1 << s for s in shifts)] = shifts
-        largest = max(sums)
-        codes = {Fraction(code, largest): shifts for code, shifts in sums.items()}
-    if sorted(codes) != list(levels_):
-        raise AssertionError(f"level codes of {scheme} B={magnitude_bits} do not match its set")
-    return tuple(LevelCode(level, sum(1 << s for s in codes[level]), codes[level])
-                 for level in levels_)
-
-
-def term_distribution(scheme: str, magnitude_bits: int, k: int = 2,
-                      usage: Sequence[float] | None = None) -> dict[int, float]:
-    """P(a magnitude code has t power-of-two terms), for each t.
-
-    ``usage``: how often each level (in set order) is used; every level equally often if
-    None. Zero has no terms.
-    """
-    codes = level_codes(scheme, magnitude_bits, k)
-    weights = [1.0] * len(codes) if usage is None else [float(u) for u in usage]
-    if len(weights) != len(codes) or min(weights) < 0 or sum(weights) <= 0:
-        raise ValueError(f"usage needs {len(codes)} non-negative counts with a positive sum")
-    total = sum(weights)
-    dist: dict[int, float] = {}
-    for weight, code in zip(weights, codes):
-        dist[code.terms] = dist.get(code.terms, 0.0) + weight / total
-    return dist
-
-
-def mean_terms(scheme: str, magnitude_bits: int, k: int = 2,
-               usage: Sequence[float] | None = None) -> float:
-    """Expected number of power-of-two terms of a magnitude code (see term_distribution)."""
-    return sum(p * t for t, p in term_distribution(scheme, magnitude_bits, k, usage).items())

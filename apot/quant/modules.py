@@ -11,7 +11,8 @@ from torch import nn
 
 from .functional import (ActivationQuantFn, WeightQuantFn, eight_bit_weight, normalize_weight,
                          quantize_activation, shared_projector)
-from .levels import _check_bits, check_k, check_scheme
+from .levels import check_bits, check_k
+from .schemes import APOT, check_scheme
 
 ACT_ALPHA_INIT = 8.0   # authors' CIFAR value (ImageNet: 6.0)
 WGT_ALPHA_INIT = 3.0   # about 3 sigma after weight normalization, in both code trees
@@ -35,10 +36,10 @@ def check_rules(rules: str) -> None:
 class ActivationQuantizer(nn.Module):
     """Unsigned b-bit RCF quantizer with a learnable clipping threshold ``alpha`` (scalar)."""
 
-    def __init__(self, bits: int, scheme: str = "apot", k: int = 2,
+    def __init__(self, bits: int, scheme: str = APOT, k: int = 2,
                  alpha: float = ACT_ALPHA_INIT):
         super().__init__()
-        _check_bits(bits)
+        check_bits(bits)
         check_scheme(scheme)
         check_k(k)
         self.bits, self.scheme, self.k = bits, scheme, k
@@ -62,10 +63,10 @@ class WeightQuantizer(nn.Module):
     "cifar" or "imagenet" code (see ``QUANTIZER_RULES``); the value is the same for both.
     """
 
-    def __init__(self, bits: int, scheme: str = "apot", k: int = 2,
+    def __init__(self, bits: int, scheme: str = APOT, k: int = 2,
                  alpha: float = WGT_ALPHA_INIT, rules: str = "cifar"):
         super().__init__()
-        _check_bits(bits)
+        check_bits(bits)
         check_scheme(scheme)
         check_k(k)
         check_rules(rules)
@@ -94,7 +95,7 @@ class QuantConv2d(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias: bool = False, *, bits: int = 4,
-                 scheme: str = "apot", k: int = 2, act_alpha: float | None = None,
+                 scheme: str = APOT, k: int = 2, act_alpha: float | None = None,
                  wgt_alpha: float | None = None, rules: str = "cifar"):
         check_rules(rules)
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,

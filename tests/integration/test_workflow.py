@@ -12,8 +12,17 @@ import time
 
 import pytest
 
+from apot.layout import ResultsLayout
+from apot.study import find_run, train_settings, validate_config
 from workflow import (BIN, SMOKE, copy_workflow, env, job_counts, job_inputs, nothing_to_do,
                       snakemake)
+
+
+def job_settings(workflow, preset: str, run: str) -> dict:
+    """What ``apot train --study results/<preset>/study.json --run <run>`` trains."""
+    study = json.loads((workflow / "results" / preset / "study.json").read_text())
+    return train_settings(find_run(validate_config(study["config"]), run),
+                          ResultsLayout(f"results/{preset}"))
 
 
 @pytest.fixture
@@ -57,17 +66,25 @@ def test_paper_preset_dry_run_lists_exactly_the_study(workflow, fake_mirror, tor
                      "seed0/metrics.json")
     assert job_inputs(out, imagenet_fp32) == ["results/paper/data/imagenet/manifest.json",
                                               "results/paper/starts/torchvision-resnet18.pt"]
-    assert "--init results/paper/starts/torchvision-resnet18.pt" in out
-    assert "--epochs 0" in out and "--quantizer-rules imagenet" in out
+    # each train job reads its settings from the study file the Snakefile wrote
+    imagenet = job_settings(workflow, "paper", "imagenet/resnet18/from-torchvision/multistep/"
+                                               "fp32-w32/seed0")
+    assert imagenet["init"] == "results/paper/starts/torchvision-resnet18.pt"
+    assert imagenet["epochs"] == 0 and imagenet["quantizer_rules"] == "imagenet"
+    assert ("--study results/paper/study.json --run "
+            "imagenet/resnet18/from-torchvision/multistep/fp32-w32/seed0 ") in out
     # progressive chains are rule inputs: 3-bit starts from 4-bit, 4-bit from FP32
     run = "results/paper/runs/cifar10/resnet56/multistep/{}/seed0/metrics.json"
     assert job_inputs(out, run.format("apot-w3")) == [
         "results/paper/data/cifar10/manifest.json", run.format("apot-w4")]
     assert job_inputs(out, run.format("apot-w4"))[1] == run.format("fp32-w32")
     assert job_inputs(out, run.format("fp32-w32")) == ["results/paper/data/cifar10/manifest.json"]
-    assert ("--init results/paper/runs/cifar10/resnet56/multistep/apot-w4/seed0/best.pt"
-            in out)
-    assert "--epochs 300" in out and "--milestones 150 225" in out
+    three_bit = job_settings(workflow, "paper", "cifar10/resnet56/multistep/apot-w3/seed0")
+    assert three_bit["init"] == "results/paper/runs/cifar10/resnet56/multistep/apot-w4/seed0/best.pt"
+    assert three_bit["epochs"] == 300 and three_bit["milestones"] == [150, 225]
+    # the issue's bound: no job's command fills the terminal
+    commands = [line for line in out.splitlines() if " -m apot " in line]
+    assert len(commands) > 40 and max(map(len, commands)) <= 600
     # What a cluster needs of every job: its files under the workflow folder (the shared file
     # system), and no DVC inside (DVC runs Snakemake, never the other way round).
     written = [path for line in out.splitlines()

@@ -8,7 +8,7 @@ from apot.claims import (INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, RULES, SUPPO
                          decide, evaluate_claims, margin)
 from apot.figures import accuracy_by_bits_svg, curves_svg, level_sets_svg
 from apot.report import cost_section, load_cited
-from apot.quant.levels import magnitude_levels
+from apot.quant.schemes import magnitude_levels
 
 CITED = load_cited()
 BASE_TOP1 = 90.0

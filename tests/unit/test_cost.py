@@ -18,7 +18,9 @@ from apot.cost import (
 )
 from apot.models import ARCHS, build_model
 from apot.quant.integer import activation_codes, emulate, shift_add_conv2d, weight_terms
-from apot.quant.levels import SCHEMES, level_codes, magnitude_levels, mean_terms
+from apot.quant.schemes import level_codes, magnitude_levels, mean_terms, scheme_names
+
+SCHEMES = scheme_names()
 from apot.quant.modules import QuantConv2d
 
 # Term counts of the authors' APoT sets (shared/paper/apot-facts.md, section 2).

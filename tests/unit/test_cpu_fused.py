@@ -13,7 +13,7 @@ from apot.quant.functional import (
     quantize_activation,
     shared_projector,
 )
-from apot.quant.levels import magnitude_levels
+from apot.quant.schemes import magnitude_levels
 
 
 def torch_path(monkeypatch, fn, *args):

@@ -14,7 +14,9 @@ from apot.quant.functional import (
     project_bruteforce,
     shared_projector,
 )
-from apot.quant.levels import SCHEMES, magnitude_levels
+from apot.quant.schemes import magnitude_levels, scheme_names
+
+SCHEMES = scheme_names()
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 CUDA = torch.device("cuda")

@@ -4,8 +4,8 @@ from itertools import product
 
 import pytest
 
-from apot.quant.levels import (apot_magnitudes, apot_terms, levels, magnitude_levels,
-                               pot_magnitudes, uniform_magnitudes)
+from apot.quant.levels import apot_magnitudes, apot_terms, pot_magnitudes, uniform_magnitudes
+from apot.quant.schemes import levels, magnitude_levels
 
 # The authors' build_power_value(B) term sets before normalization, written out from the
 # description in shared/paper/apot-facts.md section 3.1 (exponents of 2^-e per term).

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from apot.loader import CIFAR_MEAN, CIFAR_STD
+from apot.datasets import CIFAR_MEAN, CIFAR_STD
 from apot.loader import TensorLoader, random_crop_flip
 
 PAD = 4

@@ -6,7 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apot.quant.functional import LevelTable, Projector, project_bruteforce, uniform_round
-from apot.quant.levels import SCHEMES, magnitude_levels
+from apot.quant.schemes import magnitude_levels, scheme_names
+
+SCHEMES = scheme_names()
 
 TABLES = {(s, b): LevelTable(magnitude_levels(s, b)) for s in SCHEMES for b in range(1, 9)}
 

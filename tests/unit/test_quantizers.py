@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from apot.quant.functional import (ActivationQuantFn, Projector, WeightQuantFn,
                                    eight_bit_weight, normalize_weight, project_bruteforce)
-from apot.quant.levels import magnitude_levels
+from apot.quant.schemes import magnitude_levels
 from apot.quant.modules import ActivationQuantizer, QuantConv2d, WeightQuantizer
 
 

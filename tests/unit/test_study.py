@@ -198,7 +198,8 @@ def test_the_workflow_parses_without_importing_torch():
     workflow again: torch would add seconds to each."""
     import subprocess
     import sys
-    code = "import sys, apot.study, apot.sources; print('torch' in sys.modules)"
+    code = ("import sys, apot.study, apot.sources, apot.integrity, apot.layout, apot.datasets; "
+            "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 

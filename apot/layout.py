@@ -1,0 +1,164 @@
+"""Where a preset's results live, and how every result file is written (atomically).
+
+The one statement of the results layout: the rules (rules/common.smk), the training engine,
+the integrity checks and the summary all build their paths here. No torch: the Snakefile
+imports this when it is parsed, and on a cluster every job parses it again.
+
+    results/<preset>/
+      study.json                      the resolved study (the Snakefile writes it)
+      data/<name>/manifest.json       a prepared dataset (apot prepare-data)
+      runs/<run>/                     one training run (apot train; <run>: apot.study.run_path)
+        checkpoint.pt best.pt history.csv metrics.json cost.json
+      starts/<file>.pt                released models a warm chain starts from
+      authors/resnet20-w<bits>.json   the authors' checkpoints evaluated
+      cost.json                       the cost tables
+      summary.json summary.csv accuracy.json histories.csv
+    logs/<preset>/...  benchmarks/<preset>/...  (Snakemake's job logs and timings)
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# The files of one run folder. metrics.json is written last, when the run completes.
+CHECKPOINT, BEST, HISTORY, METRICS = "checkpoint.pt", "best.pt", "history.csv", "metrics.json"
+RUN_COST = "cost.json"
+# history.csv's columns: one row per completed epoch
+HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1",
+                  "test_top5", "images_per_s", "epoch_seconds")
+# A new best.pt waits here until the checkpoint that records it is written (apot.train).
+PENDING_BEST = ".best.pt.pending"
+MANIFEST = "manifest.json"  # a prepared dataset's
+
+
+@dataclass(frozen=True)
+class ResultsLayout:
+    """The paths of one preset's results, as strings relative to the workflow folder (what
+    Snakemake rules name). ``results``: ``results/<preset>``."""
+    results: str
+
+    @classmethod
+    def of_preset(cls, preset: str) -> "ResultsLayout":
+        return cls(f"results/{preset}")
+
+    @property
+    def preset(self) -> str:
+        return Path(self.results).name
+
+    @property
+    def logs(self) -> str:
+        return f"logs/{self.preset}"
+
+    @property
+    def benchmarks(self) -> str:
+        return f"benchmarks/{self.preset}"
+
+    @property
+    def study(self) -> str:
+        return f"{self.results}/study.json"
+
+    @property
+    def cost_tables(self) -> str:
+        return f"{self.results}/cost.json"
+
+    def summary(self, suffix: str = "json") -> str:
+        """summary.json, or with ``suffix`` csv the table of groups."""
+        return f"{self.results}/summary.{suffix}"
+
+    @property
+    def accuracy(self) -> str:
+        return f"{self.results}/accuracy.json"
+
+    @property
+    def histories(self) -> str:
+        return f"{self.results}/histories.csv"
+
+    def data_dir(self, name: str) -> str:
+        return f"{self.results}/data/{name}"
+
+    def manifest(self, name: str) -> str:
+        return f"{self.data_dir(name)}/{MANIFEST}"
+
+    def run_dir(self, run: str) -> str:
+        return f"{self.results}/runs/{run}"
+
+    def run_file(self, run: str, name: str) -> str:
+        return f"{self.run_dir(run)}/{name}"
+
+    def run_benchmark(self, run: str) -> str:
+        return f"{self.benchmarks}/runs/{run}.tsv"
+
+    @property
+    def authors_dir(self) -> str:
+        return f"{self.results}/authors"
+
+    def authors_result(self, bits: int | str) -> str:
+        return f"{self.authors_dir}/resnet20-w{bits}.json"
+
+    @property
+    def starts_dir(self) -> str:
+        return f"{self.results}/starts"
+
+    def start(self, relative: str) -> str:
+        """A staged start, from its path relative to the results (apot.study.start_file:
+        starts/<file>)."""
+        return f"{self.results}/{relative}"
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_text_if_changed(path: str | os.PathLike, text: str) -> bool:
+    """write_text_atomic unless ``path`` already holds ``text`` (its time then stays, so
+    nothing that depends on it runs again). Returns whether it wrote."""
+    path = Path(path)
+    try:
+        if path.read_text() == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, text)
+    return True
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, then rename it over ``path``:
+    ``path`` is the old file or the new one, never a part. On failure the temporary file is
+    removed and the OSError names ``path``."""
+    path = Path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result should read like any other
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None or (tmp is not None and exc.filename == tmp):
+            exc.filename = str(path)  # the file the user knows, not our temporary name
+        raise
+    except BaseException:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (for provenance in results)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

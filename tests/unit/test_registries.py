@@ -1,0 +1,146 @@
+"""The scheme and dataset registries: one entry is all a new scheme needs, scheme names are
+written nowhere else, and the config schema's name lists are the registries'."""
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from apot.cli import build_parser, main
+from apot.cost import cost_tables
+from apot.datasets import dataset_names, study_datasets
+from apot.quant import schemes
+from apot.quant.levels import apot_magnitudes, apot_terms
+from apot.report import render_html
+from apot.study import expand_runs, validate_config
+from apot.summary import summarize
+from test_summary_report import CONFIG, write_run
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())
+TOY = "toy"
+# The toy scheme: APoT's construction with 1-bit terms, i.e. the uniform levels written as sums
+# of powers of two. Registering it is all the test does; no module is edited.
+REGISTER_TOY = f"""
+from apot.quant import levels, schemes
+schemes.register(schemes.Scheme({TOY!r}, "Toy", lambda bits, k: levels.apot_magnitudes(bits, 1),
+                                lambda bits, k: levels.apot_terms(bits, 1), "#8172b3"))
+"""
+
+
+@pytest.fixture
+def toy_scheme():
+    entry = schemes.register(schemes.Scheme(TOY, "Toy", lambda bits, k: apot_magnitudes(bits, 1),
+                                            lambda bits, k: apot_terms(bits, 1), "#8172b3"))
+    yield entry
+    schemes.unregister(TOY)
+
+
+def test_a_scheme_registered_alone_reaches_the_cli(toy_scheme, capsys):
+    assert main(["levels", "--scheme", TOY, "--bits", "3", "--exact"]) == 0
+    assert json.loads(capsys.readouterr().out) == [str(v) for v in apot_magnitudes(3, 1)]
+    for command in (["eval", "--checkpoint", "c", "--data", "d"], ["cost"]):
+        args = build_parser().parse_args([*command, "--arch", "resnet20", "--bits", "4",
+                                          "--scheme", TOY])
+        assert args.scheme == TOY
+    assert main(["cost", "--arch", "resnet20", "--bits", "4", "--scheme", TOY]) == 0
+    cost = json.loads(capsys.readouterr().out)
+    assert cost["scheme"] == TOY and cost["fixops"] > 0
+
+
+def test_a_scheme_registered_alone_reaches_the_study_cost_tables_and_report(toy_scheme,
+                                                                           tmp_path):
+    config = validate_config(copy.deepcopy(CONFIG) | {"preset": "smoke",
+                                                      "scheme_ablation": True})
+    toy_runs = [run for run in expand_runs(config) if run.scheme == TOY]
+    assert toy_runs and {run.train["scheme"] for run in toy_runs} == {TOY}
+    assert all(run.parent.rsplit("/", 2)[-2].startswith((f"{TOY}-w", "fp32-w")) for run in toy_runs)
+
+    tables = cost_tables([("resnet20", 4)])
+    study = {row["scheme"]: row for row in tables["study"] if row["bits"] == 4}
+    # the same levels as uniform, as sums of powers of two: the same FixOPs
+    assert study[TOY]["fixops"] == study["uniform"]["fixops"]
+
+    results = tmp_path / "results" / "smoke"
+    base = toy_runs[0].path.split("/" + TOY + "-w")[0]
+    write_run(results, f"{base}/fp32-w32/seed0", 80.0, 0)
+    write_run(results, f"{base}/{TOY}-w4/seed0", 71.25, 0)
+    summarize({"config": config, "skipped": {}}, results)
+    html = render_html(json.loads((results / "summary.json").read_text()))
+    table = html.split("<h2>Scheme ablation")[1].split("</table>")[0]
+    assert "<th>Toy</th>" in table and "71.25 (n=1)" in table
+    levels_figure = html.split('<figure id="fig-levels">')[1].split("</figure>")[0]
+    assert ">Toy<" in levels_figure
+
+
+def test_a_scheme_registered_alone_reaches_the_workflow_dry_run(tmp_path, shared_data):
+    """The real Snakemake dry run, in a process whose start-up registers the toy scheme."""
+    workflow = tmp_path / "study"
+    for name in ("Snakefile", "rules", "schemas", "config.yaml", "report/templates", "apot"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
+        (workflow / name).parent.mkdir(parents=True, exist_ok=True)
+        copy(ROOT / name, workflow / name)
+    startup = tmp_path / "startup"
+    startup.mkdir()
+    (startup / "sitecustomize.py").write_text(REGISTER_TOY)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), "-n", "-p", "--config", "preset=smoke",
+         "scheme_ablation=True", "on_missing_data=skip"],
+        cwd=workflow, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "APOT_OFFLINE": "1", "APOT_DATA_MIRROR": str(shared_data),
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+             "PYTHONPATH": os.pathsep.join(filter(None, [str(startup),
+                                                         os.environ.get("PYTHONPATH")]))})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(rf"runs/cifar10/resnet20/\S+/{TOY}-w4/seed0/metrics\.json", done.stdout)
+    assert f"--scheme {TOY}" in done.stdout
+
+
+def test_scheme_names_are_written_only_in_the_registry():
+    names = {*schemes.scheme_names(), schemes.FLOAT}
+    found = []
+    for path in sorted((ROOT / "apot").rglob("*.py")):
+        if path == ROOT / "apot" / "quant" / "schemes.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    quoted = re.compile(r"""(["'])(%s)\1""" % "|".join(map(re.escape, names)))
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk")),
+                 *sorted((ROOT / "report" / "templates").glob("*.j2"))]:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if quoted.search(line):
+                found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not found, "scheme names outside apot/quant/schemes.py:\n" + "\n".join(found)
+
+
+def test_the_schema_lists_the_registered_schemes_and_datasets():
+    study = SCHEMA["$defs"]["study"]["properties"]
+    assert study["schemes"]["items"]["enum"] == list(schemes.scheme_names())
+    assert study["dataset"]["enum"] == list(study_datasets())
+    assert SCHEMA["$defs"]["dataset"]["properties"]["dataset"]["enum"] == list(study_datasets())
+    parser = build_parser()
+    prepare = next(a for a in parser._subparsers._group_actions[0].choices["prepare-data"]._actions
+                   if a.dest == "dataset")
+    assert list(prepare.choices) == list(dataset_names())
+
+
+def test_a_name_is_registered_once():
+    with pytest.raises(ValueError, match="already registered"):
+        schemes.register(schemes.Scheme("pot", "again", lambda bits, k: (), None, "#000000"))
+    with pytest.raises(ValueError, match="already registered"):
+        schemes.register(schemes.Scheme(schemes.FLOAT, "float", lambda bits, k: (), None, "#0"))
+
+
+def test_the_schema_lists_the_bit_widths_a_model_can_have():
+    bits = SCHEMA["$defs"]["chain_step"]["properties"]["bits"]["enum"]
+    assert bits == [*schemes.MODEL_BITS, schemes.FLOAT_BITS]
