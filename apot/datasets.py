@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .registry import Registry
+
 # How a dataset is had. ARCHIVE: small images, decoded once into tensors, from an image-folder
 # archive in the data mirror or torchvision's download; FOLDER: a folder with train/ and val/
 # class folders, streamed (ImageNet: it does not fit in memory); GENERATED: made by
@@ -42,19 +44,8 @@ class Dataset:
     quantizer_rules: str = "cifar"
 
 
-REGISTRY: dict[str, Dataset] = {}
-
-
-def register(dataset: Dataset) -> Dataset:
-    if dataset.name in REGISTRY:
-        raise ValueError(f"dataset {dataset.name!r} is already registered")
-    REGISTRY[dataset.name] = dataset
-    return dataset
-
-
-def unregister(name: str) -> None:
-    """Remove a registered dataset (tests that register a toy dataset clean up with this)."""
-    REGISTRY.pop(name)
+REGISTRY: Registry[Dataset] = Registry("dataset")
+register, unregister = REGISTRY.register, REGISTRY.unregister
 
 
 register(Dataset("cifar10", ARCHIVE, 10, CIFAR_MEAN, CIFAR_STD,
@@ -76,9 +67,4 @@ def study_datasets() -> tuple[str, ...]:
     return tuple(name for name, entry in REGISTRY.items() if entry.kind != GENERATED)
 
 
-def get_dataset(name: str) -> Dataset:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; choose one of "
-                         f"{', '.join(REGISTRY)}") from None
+get_dataset = REGISTRY.entry

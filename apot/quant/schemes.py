@@ -17,6 +17,7 @@ from fractions import Fraction
 from itertools import product
 from typing import Callable, Sequence
 
+from ..registry import Registry
 from .levels import (LevelCode, apot_magnitudes, apot_terms, bit_positions, check_bits,
                      pot_magnitudes, pot_terms, uniform_magnitudes)
 
@@ -52,20 +53,8 @@ class Scheme:
         return self.terms is None
 
 
-REGISTRY: dict[str, Scheme] = {}
-
-
-def register(scheme: Scheme) -> Scheme:
-    """Add ``scheme`` to the registry (a name may be registered once)."""
-    if scheme.name in REGISTRY or scheme.name == FLOAT:
-        raise ValueError(f"scheme {scheme.name!r} is already registered")
-    REGISTRY[scheme.name] = scheme
-    return scheme
-
-
-def unregister(name: str) -> None:
-    """Remove a registered scheme (tests that register a toy scheme clean up with this)."""
-    REGISTRY.pop(name)
+REGISTRY: Registry[Scheme] = Registry("scheme", reserved=(FLOAT,))
+register, unregister = REGISTRY.register, REGISTRY.unregister
 
 
 register(Scheme(APOT, "APoT", lambda bits, k: apot_magnitudes(bits, k), apot_terms, "#55a868",
@@ -84,12 +73,7 @@ def ablation_schemes() -> tuple[str, ...]:
     return tuple(name for name, scheme in REGISTRY.items() if scheme.ablation)
 
 
-def get_scheme(name: str) -> Scheme:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown scheme {name!r}; choose one of "
-                         f"{', '.join(REGISTRY)}") from None
+get_scheme = REGISTRY.entry
 
 
 def check_scheme(name: str) -> None:

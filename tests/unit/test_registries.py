@@ -86,9 +86,9 @@ def test_a_scheme_registered_alone_reaches_the_workflow_dry_run(tmp_path, shared
     """The real Snakemake dry run, in a process whose start-up registers the toy scheme."""
     workflow = tmp_path / "study"
     for name in ("Snakefile", "rules", "schemas", "config.yaml", "report/templates", "apot"):
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
+        copier = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
         (workflow / name).parent.mkdir(parents=True, exist_ok=True)
-        copy(ROOT / name, workflow / name)
+        copier(ROOT / name, workflow / name)
     startup = tmp_path / "startup"
     startup.mkdir()
     (startup / "sitecustomize.py").write_text(REGISTER_TOY)
