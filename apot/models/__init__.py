@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-import torchvision
 from torch import nn
 
 from ..checkpoints import extract_state_dict, load_file, restore_model
@@ -22,8 +21,11 @@ def _cifar(depth: int) -> Callable[[int], nn.Module]:
 def _imagenet(name: str) -> Callable[[int], nn.Module]:
     # torchvision's layout (7x7 stem, max-pool, 1x1-conv + BN downsample), random init:
     # pretrained weights come from a checkpoint file, never from the network at run time.
-    return lambda num_classes: getattr(torchvision.models, name)(weights=None,
-                                                                 num_classes=num_classes)
+    def make(num_classes: int) -> nn.Module:
+        import torchvision.models  # imported when needed: about 2 s that CIFAR jobs never use
+
+        return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+    return make
 
 
 # arch name -> (constructor taking num_classes, default number of classes, input size)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import time
 
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from slurm import PARTITION, LocalSlurm, install
-from workflow import BIN, copy_workflow, env, job_counts, snakemake
+from workflow import BIN, copy_study, copy_workflow, env, job_counts, snakemake
 
 pytestmark = pytest.mark.slurm
 
@@ -37,10 +38,11 @@ def cluster():
         yield running
 
 
-def cluster_workflow(folder, cluster: LocalSlurm):
-    """A copy of the workflow whose SLURM profile names this cluster's partition, with one CPU
-    per job (the test node has as few as 2): the settings a user edits once."""
-    folder = copy_workflow(folder)
+def cluster_workflow(folder, cluster: LocalSlurm, study=None, drop: tuple[str, ...] = ()):
+    """A copy of the workflow (or of the folder ``study`` where it ran, without the runs under
+    ``drop``: workflow.copy_study) whose SLURM profile names this cluster's partition, with one
+    CPU per job (the test node has as few as 2): the settings a user edits once."""
+    folder = copy_study(study, folder, drop) if study is not None else copy_workflow(folder)
     path = folder / "profiles/slurm/config.yaml"
     profile = yaml.safe_load(path.read_text())
     profile["default-resources"]["slurm_partition"] = PARTITION
@@ -72,27 +74,39 @@ def test_the_cluster_runs_jobs(cluster):
     assert host.split(".")[0] == cluster.node
 
 
+# What the SLURM run redoes of the session's smoke study: one chain (FP32 -> 4 -> 3 -> 2) and
+# one evaluation of the authors' checkpoints, so that each cluster rule runs there.
+DROPPED = "cifar10/resnet20/multistep"
+DROPPED_AUTHORS = "authors/resnet20-w2"
+
+
 def test_smoke_preset_on_slurm_matches_a_local_run(cluster, tmp_path, shared_data, smoke_study):
-    folder = cluster_workflow(tmp_path / "study", cluster)
+    """The session's smoke study, less one chain and one evaluation, finished on the cluster:
+    every job of a cluster rule runs as its own SLURM job, and the files are the local run's."""
+    local, _ = smoke_study
+    folder = cluster_workflow(tmp_path / "study", cluster, local, drop=(DROPPED,))
+    (folder / f"results/smoke/{DROPPED_AUTHORS}.json").unlink()
+    (folder / f"logs/smoke/{DROPPED_AUTHORS}.log").unlink()
     before = set(cluster.job_states())
     done = snakemake(folder, *ON_SLURM, *SMOKE_CPU, timeout=1500,
                      APOT_DATA_MIRROR=str(shared_data), check=False)
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"{output[-5000:]}\n{cluster.logs()}"
     counts = job_counts(output)
-    assert counts["train_fp32"] == 3 and counts["train_quantized"] == 9
+    assert counts["train_fp32"] == 1 and counts["train_quantized"] == 3
+    assert counts["eval_authors"] == 1
 
     # every training job ran as its own, completed SLURM job of this workflow
     states = cluster.job_states()
-    logs = sorted((folder / "logs/smoke/runs").rglob("seed0.log"))
-    assert len(logs) == 12
+    logs = sorted((folder / "logs/smoke/runs" / DROPPED).rglob("seed0.log"))
+    assert len(logs) == 4
     ids = [slurm_job_ids(log.read_text()) for log in logs]
     assert all(len(found) == 1 for found in ids), ids
     ids = [found[0] for found in ids]
-    assert len(set(ids)) == 12
+    assert len(set(ids)) == 4
     assert all(states.get(job) == "COMPLETED" and job not in before for job in ids), states
     assert all(cluster.job_gpus(job) == 0 for job in ids)  # device=cpu: no GPU asked for
-    for metrics in (folder / "results/smoke/runs").rglob("metrics.json"):
+    for metrics in (folder / "results/smoke/runs" / DROPPED).rglob("metrics.json"):
         executions = json.loads(metrics.read_text())["executions"]
         assert [e["slurm_job_id"] for e in executions] in [[job] for job in ids]
     # the jobs the plugin submitted, and nothing else: SLURM jobs = cluster rules' jobs
@@ -100,10 +114,9 @@ def test_smoke_preset_on_slurm_matches_a_local_run(cluster, tmp_path, shared_dat
     assert len(set(states) - before) == cluster_jobs
 
     # the same files as the local run of the same preset, and the report says where runs ran
-    local, _ = smoke_study
     assert tree(folder) == tree(local)
     html = (folder / "report/build/report.html").read_text()
-    assert "12 of 12 runs as SLURM jobs (12 jobs)" in html
+    assert "4 of 12 runs as SLURM jobs (4 jobs)" in html
     assert (folder / "report/build/report.pdf").read_bytes().startswith(b"%PDF")
 
 
@@ -127,12 +140,15 @@ def wait_for(condition, what: str, process: subprocess.Popen, output, timeout: f
         time.sleep(0.2)
 
 
-def test_scancel_then_rerun_resumes_from_the_last_checkpoint(cluster, tmp_path, shared_data):
+def test_scancel_then_rerun_resumes_from_the_last_checkpoint(cluster, tmp_path, shared_data,
+                                                             smoke_study):
     """One longer training run with the default device (auto), so that its job asks for a GPU
     as on a GPU cluster. Its job is cancelled after a few epochs: the profile's one retry
     resubmits it and the new job resumes the run. That job is cancelled too: Snakemake reports
-    the failure, and running the workflow again resumes the run once more and finishes it."""
+    the failure, and running the workflow again resumes the run once more and finishes it.
+    The smoke study's prepared data is copied in (it is not what this test is about)."""
     folder = cluster_workflow(tmp_path / "study", cluster)
+    shutil.copytree(smoke_study[0] / "results/smoke/data", folder / "results/smoke/data")
     config = yaml.safe_load((folder / "config.yaml").read_text())
     config["presets"]["smoke"]["studies"]["cifar10"]["epochs"] = EPOCHS
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

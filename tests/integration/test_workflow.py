@@ -14,8 +14,8 @@ import pytest
 
 from apot.layout import ResultsLayout
 from apot.study import find_run, train_settings, validate_config
-from workflow import (BIN, SMOKE, copy_workflow, env, job_counts, job_inputs, nothing_to_do,
-                      snakemake)
+from workflow import (BIN, SCRATCH_CHAINS, SMOKE, copy_study, copy_workflow, env, job_counts,
+                      job_inputs, nothing_to_do, snakemake)
 
 
 def job_settings(workflow, preset: str, run: str) -> dict:
@@ -245,17 +245,20 @@ def test_second_run_does_nothing(smoke_study, shared_data):
     assert nothing_to_do(done.stdout + done.stderr), done.stdout[-3000:]
 
 
-def test_killed_run_finishes_only_what_was_missing(workflow, shared_data):
-    """SIGKILL the whole workflow once a few runs have completed, unlock, run again: completed
-    runs are not trained again, and a run with a checkpoint resumes from it."""
+def test_killed_run_finishes_only_what_was_missing(smoke_study, tmp_path, shared_data):
+    """On a copy of the session's smoke study whose two scratch chains (8 of its 12 runs) are
+    gone, SIGKILL the whole workflow once two of them have completed again, unlock, run again:
+    completed runs are not trained again, and a run with a checkpoint resumes from it."""
+    workflow = copy_study(smoke_study[0], tmp_path / "study", drop=SCRATCH_CHAINS)
     runs = workflow / "results/smoke/runs"
+    assert len(list(runs.rglob("metrics.json"))) == 4  # the warm chain
     process = subprocess.Popen([str(BIN / "snakemake"), *SMOKE], cwd=workflow,
                                env=env(APOT_DATA_MIRROR=str(shared_data)),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.monotonic() + 600
     try:
-        while len(list(runs.rglob("metrics.json"))) < 3:
+        while len(list(runs.rglob("metrics.json"))) < 4 + 2:
             assert process.poll() is None, "the workflow ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.2)
@@ -264,7 +267,7 @@ def test_killed_run_finishes_only_what_was_missing(workflow, shared_data):
         process.wait()
     finished = {p.parent: p.stat().st_mtime_ns for p in runs.rglob("metrics.json")}
     checkpointed = {p.parent for p in runs.rglob("checkpoint.pt")}
-    assert 3 <= len(finished) < 12
+    assert 4 + 2 <= len(finished) < 12
     snakemake(workflow, "--unlock", *SMOKE, APOT_DATA_MIRROR=str(shared_data))
     done = snakemake(workflow, *SMOKE, APOT_DATA_MIRROR=str(shared_data))
     counts = job_counts(done.stdout + done.stderr)

@@ -33,6 +33,24 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+# The smoke preset's two chains trained from scratch (FP32 -> 4 -> 3 -> 2 each), as folders
+# under results/smoke/runs/; the warm chain (from-authors) is the third.
+SCRATCH_CHAINS = ("cifar10/resnet20/multistep", "cifar10/resnet20/cosine")
+
+
+def copy_study(study: Path, dest: Path, drop: tuple[str, ...] = ()) -> Path:
+    """A copy of a workflow folder where the smoke study ran (results, logs, benchmarks, report
+    and Snakemake's records), without the runs under ``drop`` (folders under
+    results/smoke/runs/) and their logs and benchmarks: a study whose next run of the workflow
+    must train just those again, and redo what depends on them. The tests share the session's
+    smoke study this way instead of training it all again."""
+    shutil.copytree(study, dest, symlinks=True)
+    for prefix in drop:
+        for top in ("results/smoke/runs", "logs/smoke/runs", "benchmarks/smoke/runs"):
+            shutil.rmtree(dest / top / prefix)
+    return dest
+
+
 def git(cwd: Path, *args: str) -> str:
     return run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args],
                cwd).stdout
