@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from apot import checkpoints
+from apot import layout
 from apot.checkpoints import load_file
 from apot.cli import main
 from apot.errors import UserError
@@ -187,7 +187,7 @@ def test_no_space_left_at_any_write_is_one_line_and_cleaned_up(data, tmp_path, c
         if len(calls) == 4:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_fsync(fd)
-    monkeypatch.setattr(checkpoints.os, "fsync", fsync)
+    monkeypatch.setattr(layout.os, "fsync", fsync)
     out = tmp_path / "run"
     assert main(train_args(data, out, "--epochs", "2")) == 1
     [line] = error_lines(capsys.readouterr().err)
@@ -195,7 +195,7 @@ def test_no_space_left_at_any_write_is_one_line_and_cleaned_up(data, tmp_path, c
     assert str(out) in line
     assert load_file(out / CHECKPOINT)["epoch"] == 1
     assert not list(out.glob(".*.tmp")) and not (out / PENDING_BEST).exists()
-    monkeypatch.setattr(checkpoints.os, "fsync", real_fsync)
+    monkeypatch.setattr(layout.os, "fsync", real_fsync)
     assert main(train_args(data, out, "--epochs", "2")) == 0  # space again: it resumes
     assert "resuming after epoch 1 of 2" in capsys.readouterr().err
 
@@ -229,7 +229,7 @@ def test_an_evaluation_whose_write_fails_is_printed(data, trained, tmp_path, cap
                                                     monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "x.json"))
-    monkeypatch.setattr(checkpoints, "write_bytes_atomic", full)
+    monkeypatch.setattr(layout, "write_bytes_atomic", full)
     assert main(eval_args(data, trained, tmp_path / "x.json")) == 1
     captured = capsys.readouterr()
     assert json.loads(captured.out)["top1"] >= 0  # the result, not lost
@@ -431,15 +431,17 @@ def test_set_aside_twice_in_one_second_keeps_both(tmp_path):
 
 
 def test_summarize_refuses_a_run_with_damaged_files(trained, tmp_path):
+    from apot.layout import ResultsLayout
     from apot.summary import check_whole
     results = tmp_path / "results"
     shutil.copytree(trained, results / "runs" / "x" / "run")
-    check_whole([{"path": "x/run", "status": "done"}], results)
+    layout = ResultsLayout(str(results))
+    check_whole([{"path": "x/run", "status": "done"}], layout)
     with open(results / "runs/x/run" / BEST, "r+b") as handle:
         handle.truncate(10)
     with pytest.raises(UserError, match=r"1 run\(s\) .* damaged files: x/run \(best.pt has 10 "
                                         r"bytes.*run the workflow again"):
-        check_whole([{"path": "x/run", "status": "done"}], results)
+        check_whole([{"path": "x/run", "status": "done"}], layout)
 
 
 # ---------------------------------------------------------------- the workflow
