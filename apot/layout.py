@@ -89,7 +89,13 @@ class ResultsLayout:
         return f"{self.run_dir(run)}/{name}"
 
     def run_benchmark(self, run: str) -> str:
-        return f"{self.benchmarks}/runs/{run}.tsv"
+        """Snakemake's timing of a run's training job."""
+        return benchmark_file(self.benchmarks, run)
+
+    def log(self, name: str) -> str:
+        """A job's log: ``name`` is its output's path under results/<preset>, without the
+        suffix (runs/<run>, authors/resnet20-w4, data/cifar10), or the rule's name."""
+        return f"{self.logs}/{name}.log"
 
     @property
     def authors_dir(self) -> str:
@@ -106,6 +112,11 @@ class ResultsLayout:
         """A staged start, from its path relative to the results (apot.study.start_file:
         starts/<file>)."""
         return f"{self.results}/{relative}"
+
+
+def benchmark_file(benchmarks: str | os.PathLike, run: str) -> str:
+    """A run's benchmark file under the benchmarks folder ``benchmarks``."""
+    return f"{benchmarks}/runs/{run}.tsv"
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -20,7 +20,8 @@ from pathlib import Path
 from .layout import write_text_atomic
 from .errors import UserError
 from .integrity import check_run
-from .layout import HISTORY, HISTORY_FIELDS, MANIFEST, METRICS as RUN_METRICS, RUN_COST, ResultsLayout
+from .layout import (HISTORY, HISTORY_FIELDS, MANIFEST, METRICS as RUN_METRICS, RUN_COST,
+                     ResultsLayout, benchmark_file)
 from .prepare import load_manifest
 from .quant.schemes import APOT, FLOAT, FLOAT_BITS
 from .study import (SCRATCH, expand_runs, result_config, start_label,
@@ -70,7 +71,7 @@ def run_records(study: dict, results: ResultsLayout, benchmarks: Path | None) ->
                 record[key] = metrics.get(key)
             # which processes (host, SLURM job) trained which epochs; absent before 0.1
             record["executions"] = metrics.get("executions", [])
-            bench = benchmarks / "runs" / f"{run.path}.tsv" if benchmarks else None
+            bench = Path(benchmark_file(benchmarks, run.path)) if benchmarks else None
             record["job_seconds"] = _benchmark_seconds(bench) if bench else None
             cost_path = metrics_path.with_name(RUN_COST)
             record["cost"] = _run_cost(_read_json(cost_path)) if cost_path.is_file() else None

@@ -15,7 +15,7 @@ rule eval_authors:
     params:
         data=data_dir(AUTHORS_DATA),
     log:
-        f"{LOGS}/authors/resnet20-w{{bits}}.log",
+        LAYOUT.log("authors/resnet20-w{bits}"),
     threads: config["train_threads"]
     resources:
         gpu=TRAIN_GPUS,
@@ -32,7 +32,7 @@ rule stage_authors_start:
     output:
         LAYOUT.start(start_file("authors", AUTHORS_ARCH, "{bits}")),
     log:
-        f"{LOGS}/starts/authors-resnet20-w{{bits}}.log",
+        LAYOUT.log("starts/authors-resnet20-w{bits}"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -46,7 +46,7 @@ rule stage_torchvision_start:
     output:
         LAYOUT.start(start_file("torchvision", "{arch}", None)),
     log:
-        f"{LOGS}/starts/torchvision-{{arch}}.log",
+        LAYOUT.log("starts/torchvision-{arch}"),
     threads: 1
     resources:
         mem_mb=4000,

@@ -32,7 +32,6 @@ try:
 except UserError as error:
     raise WorkflowError(f"config.yaml: {error}") from None
 
-RESULTS, LOGS, BENCHMARKS = LAYOUT.results, LAYOUT.logs, LAYOUT.benchmarks
 STUDY_FILE = LAYOUT.study
 DATA_NAMES = sorted({run.data for run in RUNS.values()})
 QUANTIZED_RUNS = [path for path, run in RUNS.items() if run.scheme != FLOAT]

@@ -11,7 +11,7 @@ rule cost_tables:
     output:
         LAYOUT.cost_tables,
     log:
-        f"{LOGS}/cost_tables.log",
+        LAYOUT.log("cost_tables"),
     threads: 1
     resources:
         mem_mb=4000,
@@ -30,7 +30,7 @@ rule run_cost:
     wildcard_constraints:
         run=QUANTIZED_PATTERN,
     log:
-        f"{LOGS}/runs/{{run}}.cost.log",
+        LAYOUT.log("runs/{run}.cost"),
     threads: 1
     resources:
         mem_mb=4000,

@@ -10,7 +10,7 @@ rule prepare_data:
         subset=subset_args,
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
-        f"{LOGS}/data/{{data}}.log",
+        LAYOUT.log("data/{data}"),
     threads: 1
     resources:
         mem_mb=6000,

@@ -16,10 +16,10 @@ rule summarize:
         accuracy=LAYOUT.accuracy,
         histories=LAYOUT.histories,
     params:
-        results=RESULTS,
-        benchmarks=BENCHMARKS,
+        results=LAYOUT.results,
+        benchmarks=LAYOUT.benchmarks,
     log:
-        f"{LOGS}/summarize.log",
+        LAYOUT.log("summarize"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -41,7 +41,7 @@ rule report:
     output:
         REPORT_FILES,
     log:
-        f"{LOGS}/report.log",
+        LAYOUT.log("report"),
     threads: 1
     resources:
         mem_mb=2000,

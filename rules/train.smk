@@ -17,9 +17,9 @@ rule train_fp32:
     wildcard_constraints:
         run=FP32_PATTERN,
     log:
-        f"{LOGS}/runs/{{run}}.log",
+        LAYOUT.log("runs/{run}"),
     benchmark:
-        f"{BENCHMARKS}/runs/{{run}}.tsv"
+        LAYOUT.run_benchmark("{run}")
     threads: config["train_threads"]
     resources:
         gpu=TRAIN_GPUS,
@@ -40,9 +40,9 @@ rule train_quantized:
     wildcard_constraints:
         run=QUANTIZED_PATTERN,
     log:
-        f"{LOGS}/runs/{{run}}.log",
+        LAYOUT.log("runs/{run}"),
     benchmark:
-        f"{BENCHMARKS}/runs/{{run}}.tsv"
+        LAYOUT.run_benchmark("{run}")
     threads: config["train_threads"]
     resources:
         gpu=TRAIN_GPUS,
