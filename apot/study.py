@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .quant.schemes import APOT, FLOAT, FLOAT_BITS, ablation_schemes
 from .datasets import ARCHIVE, FOLDER, get_dataset, study_datasets
+from .errors import UserError
 from .layout import BEST, MANIFEST, ResultsLayout
+from .quant.schemes import APOT, FLOAT, FLOAT_BITS, ablation_schemes
 from .sources import (TORCHVISION_HOST, TORCHVISION_URL, TORCHVISION_WEIGHTS, mirror_folder,
                       torch_hub_checkpoints)
 

@@ -248,3 +248,21 @@ def test_quantized_forward_backward_gives_gradients_everywhere(bits, scheme):
         assert grad is not None and torch.isfinite(grad).all(), name
         assert grad.abs().sum().item() > 0, name
     assert model.fc.weight.grad.abs().sum().item() > 0
+
+
+def test_load_model_takes_the_checkpoints_classes_or_names_the_mismatch(tmp_path):
+    """One way from a checkpoint to a model (apot eval, apot cost): the model it describes, with
+    the number of classes its last layer has unless the data says otherwise."""
+    from apot.models import load_model
+
+    path = tmp_path / "cifar100.pt"
+    torch.save({"state_dict": build_model("resnet20", 100, bits=4).state_dict(),
+                "model": {"arch": "resnet20", "bits": 4}}, path)
+    model, stored = load_model(path, {"arch": "resnet20", "bits": 4})
+    assert model.fc.out_features == 100 and stored["model"]["bits"] == 4
+    again, _ = load_model(path, {"arch": "resnet20", "bits": 4}, num_classes=100)
+    assert again.fc.out_features == 100
+    with pytest.raises(UserError, match="was trained for 100 classes; the data has 10"):
+        load_model(path, {"arch": "resnet20", "bits": 4}, num_classes=10)
+    with pytest.raises(UserError, match=r"made for another model: bits=4 \(asked for 3\)"):
+        load_model(path, {"arch": "resnet20", "bits": 3})
