@@ -1,7 +1,7 @@
 """Integer emulation of a quantized convolution, with shifts and additions only.
 
 A ``QuantConv2d`` multiplies activations alpha_a * code_a / D_a by weights
-alpha_w * sign * code_w / D_w, where the codes are integers (``levels.level_codes``: each level
+alpha_w * sign * code_w / D_w, where the codes are integers (``schemes.level_codes``: each level
 is code / D, D the set's largest code). This module takes both operands' integer codes from the
 layer itself and computes
 
