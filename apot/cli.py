@@ -288,7 +288,8 @@ def study_run_settings(args: argparse.Namespace, given: dict) -> dict:
 TRAIN_FLAGS = {
     "arch": (str, "architecture"), "data": (str, "prepared dataset folder"),
     "out": (str, "run folder (resumed if it holds a checkpoint)"),
-    "epochs": (int, "number of epochs"), "bits": (int, f"{MODEL_BITS[0]}..{MODEL_BITS[-1]}, or {FLOAT_BITS} for float inner layers"),
+    "epochs": (int, "number of epochs"),
+    "bits": (int, f"{MODEL_BITS[0]}..{MODEL_BITS[-1]}, or {FLOAT_BITS} for float inner layers"),
     "scheme": (str, "a registered scheme (apot.quant.schemes)"), "k": (int, "APoT base bit-width"),
     "first_last": (str, "8bit | float"), "batch_size": (int, "training batch"),
     "test_batch_size": (int, "test batch"), "lr": (float, "weights' initial learning rate"),

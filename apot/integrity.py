@@ -26,7 +26,8 @@ def file_record(path: str | os.PathLike) -> dict:
 def run_files_record(folder: str | os.PathLike) -> dict:
     """The record of a completed run's files (those present), for its metrics.json."""
     folder = Path(folder)
-    return {name: file_record(folder / name) for name in RECORDED_FILES if (folder / name).is_file()}
+    return {name: file_record(folder / name) for name in RECORDED_FILES
+            if (folder / name).is_file()}
 
 
 def check_files(folder: Path, record: dict) -> list[str]:

@@ -102,7 +102,8 @@ class ImageFolderLoader:
     """Streamed batches from an ImageNet-style folder (``<root>/<class>/<image>``).
 
     Training: Resize(256), RandomCrop(224), RandomHorizontalFlip (the authors' ImageNet recipe,
-    not RandomResizedCrop); evaluation: Resize(256), CenterCrop(224). The dataset's normalization (ImageNet's by default).
+    not RandomResizedCrop); evaluation: Resize(256), CenterCrop(224). The dataset's
+    normalization (ImageNet's by default).
     Decoding runs in ``workers`` processes. Epoch e is shuffled by a generator seeded with
     (seed, e), and each worker's augmentation RNG is derived from it, so a resumed run replays
     the same epoch.

@@ -194,8 +194,8 @@ def check_whole(records: list[dict], results: ResultsLayout) -> None:
                if record["status"] == "done"
                and (problems := check_run(results.run_dir(record["path"])))]
     if damaged:
-        raise UserError(f"{len(damaged)} run(s) under {Path(results.run_dir(''))} have damaged files: "
-                        + ", ".join(damaged) + "; run the workflow again: it redoes them")
+        raise UserError(f"{len(damaged)} run(s) under {Path(results.run_dir(''))} have damaged "
+                        f"files: {', '.join(damaged)}; run the workflow again: it redoes them")
 
 
 def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = None,

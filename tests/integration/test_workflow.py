@@ -14,8 +14,8 @@ import pytest
 
 from apot.layout import ResultsLayout
 from apot.study import find_run, train_settings, validate_config
-from workflow import (BIN, SCRATCH_CHAINS, SMOKE, copy_study, copy_workflow, env, job_counts,
-                      job_inputs, nothing_to_do, snakemake)
+from workflow import (BIN, SMOKE, copy_study, copy_workflow, env, job_counts, job_inputs,
+                      nothing_to_do, snakemake)
 
 
 def job_settings(workflow, preset: str, run: str) -> dict:
@@ -80,7 +80,8 @@ def test_paper_preset_dry_run_lists_exactly_the_study(workflow, fake_mirror, tor
     assert job_inputs(out, run.format("apot-w4"))[1] == run.format("fp32-w32")
     assert job_inputs(out, run.format("fp32-w32")) == ["results/paper/data/cifar10/manifest.json"]
     three_bit = job_settings(workflow, "paper", "cifar10/resnet56/multistep/apot-w3/seed0")
-    assert three_bit["init"] == "results/paper/runs/cifar10/resnet56/multistep/apot-w4/seed0/best.pt"
+    assert three_bit["init"] == ("results/paper/runs/cifar10/resnet56/multistep/apot-w4/seed0/"
+                                 "best.pt")
     assert three_bit["epochs"] == 300 and three_bit["milestones"] == [150, 225]
     # the issue's bound: no job's command fills the terminal
     commands = [line for line in out.splitlines() if " -m apot " in line]
@@ -246,19 +247,19 @@ def test_second_run_does_nothing(smoke_study, shared_data):
 
 
 def test_killed_run_finishes_only_what_was_missing(smoke_study, tmp_path, shared_data):
-    """On a copy of the session's smoke study whose two scratch chains (8 of its 12 runs) are
-    gone, SIGKILL the whole workflow once two of them have completed again, unlock, run again:
+    """On a copy of the session's smoke study whose cosine chain (4 of its 12 runs) is gone,
+    SIGKILL the whole workflow once two of them have completed again, unlock, run again:
     completed runs are not trained again, and a run with a checkpoint resumes from it."""
-    workflow = copy_study(smoke_study[0], tmp_path / "study", drop=SCRATCH_CHAINS)
+    workflow = copy_study(smoke_study[0], tmp_path / "study", drop=("cifar10/resnet20/cosine",))
     runs = workflow / "results/smoke/runs"
-    assert len(list(runs.rglob("metrics.json"))) == 4  # the warm chain
+    assert len(list(runs.rglob("metrics.json"))) == 8
     process = subprocess.Popen([str(BIN / "snakemake"), *SMOKE], cwd=workflow,
                                env=env(APOT_DATA_MIRROR=str(shared_data)),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.monotonic() + 600
     try:
-        while len(list(runs.rglob("metrics.json"))) < 4 + 2:
+        while len(list(runs.rglob("metrics.json"))) < 8 + 2:
             assert process.poll() is None, "the workflow ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.2)
@@ -267,7 +268,7 @@ def test_killed_run_finishes_only_what_was_missing(smoke_study, tmp_path, shared
         process.wait()
     finished = {p.parent: p.stat().st_mtime_ns for p in runs.rglob("metrics.json")}
     checkpointed = {p.parent for p in runs.rglob("checkpoint.pt")}
-    assert 4 + 2 <= len(finished) < 12
+    assert 8 + 2 <= len(finished) < 12
     snakemake(workflow, "--unlock", *SMOKE, APOT_DATA_MIRROR=str(shared_data))
     done = snakemake(workflow, *SMOKE, APOT_DATA_MIRROR=str(shared_data))
     counts = job_counts(done.stdout + done.stderr)

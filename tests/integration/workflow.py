@@ -33,11 +33,6 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-# The smoke preset's two chains trained from scratch (FP32 -> 4 -> 3 -> 2 each), as folders
-# under results/smoke/runs/; the warm chain (from-authors) is the third.
-SCRATCH_CHAINS = ("cifar10/resnet20/multistep", "cifar10/resnet20/cosine")
-
-
 def copy_study(study: Path, dest: Path, drop: tuple[str, ...] = ()) -> Path:
     """A copy of a workflow folder where the smoke study ran (results, logs, benchmarks, report
     and Snakemake's records), without the runs under ``drop`` (folders under
