@@ -61,9 +61,11 @@ def test_a_scheme_registered_alone_reaches_the_study_cost_tables_and_report(toy_
                                                                            tmp_path):
     config = validate_config(copy.deepcopy(CONFIG) | {"preset": "smoke",
                                                       "scheme_ablation": True})
-    toy_runs = [run for run in expand_runs(config) if run.scheme == TOY]
+    runs = {run.path: run for run in expand_runs(config)}
+    toy_runs = [run for run in runs.values() if run.scheme == TOY]
     assert toy_runs and {run.train["scheme"] for run in toy_runs} == {TOY}
-    assert all(run.parent.rsplit("/", 2)[-2].startswith((f"{TOY}-w", "fp32-w")) for run in toy_runs)
+    # each toy chain starts from its study's FP32 step, as APoT's does
+    assert {runs[run.parent].scheme for run in toy_runs} == {TOY, schemes.FLOAT}
 
     tables = cost_tables([("resnet20", 4)])
     study = {row["scheme"]: row for row in tables["study"] if row["bits"] == 4}
