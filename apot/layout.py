@@ -82,8 +82,12 @@ class ResultsLayout:
     def manifest(self, name: str) -> str:
         return f"{self.data_dir(name)}/{MANIFEST}"
 
+    @property
+    def runs_dir(self) -> str:
+        return f"{self.results}/runs"
+
     def run_dir(self, run: str) -> str:
-        return f"{self.results}/runs/{run}"
+        return f"{self.runs_dir}/{run}"
 
     def run_file(self, run: str, name: str) -> str:
         return f"{self.run_dir(run)}/{name}"

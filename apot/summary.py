@@ -194,7 +194,7 @@ def check_whole(records: list[dict], results: ResultsLayout) -> None:
                if record["status"] == "done"
                and (problems := check_run(results.run_dir(record["path"])))]
     if damaged:
-        raise UserError(f"{len(damaged)} run(s) under {Path(results.run_dir(''))} have damaged "
+        raise UserError(f"{len(damaged)} run(s) under {results.runs_dir} have damaged "
                         f"files: {', '.join(damaged)}; run the workflow again: it redoes them")
 
 
