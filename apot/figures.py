@@ -109,8 +109,9 @@ def accuracy_vs_cost_svg(title: str, series: list[tuple[str, list[tuple[float, f
             line, = ax.plot(xs, ys, marker="o", ms=3.5, lw=1, label=label,
                             color=f"C{index % 10}")
             for x, y, b in points:
-                ax.annotate("FP32" if b == FLOAT_BITS else f"{b}b", (x, y), textcoords="offset points",
-                            xytext=(3, 3), fontsize=6, color=line.get_color())
+                ax.annotate("FP32" if b == FLOAT_BITS else f"{b}b", (x, y),
+                            textcoords="offset points", xytext=(3, 3), fontsize=6,
+                            color=line.get_color())
         ax.set_xscale("log")
         ax.set_xlabel("FixOPs per image (millions, log scale)")
         ax.set_ylabel("best test top-1 (%)")

@@ -32,7 +32,7 @@ from .layout import file_sha256, write_text_atomic
 from .data import IMAGE_SUFFIXES, read_splits
 from .errors import UserError
 from .lock import exclusive
-from .datasets import ARCHIVE, FOLDER, GENERATED, get_dataset
+from .datasets import ARCHIVE, FOLDER, GENERATED, Dataset, get_dataset
 from .layout import MANIFEST
 from .sources import MIRROR_ENV, mirror_folder
 
@@ -161,22 +161,23 @@ def prepare_dataset(name: str, out: str | os.PathLike, *, mirror: str | None = N
                     seed: int = 0, synthetic_classes: int = 10) -> dict:
     """Prepare dataset ``name`` into folder ``out``; returns the manifest written there."""
     try:
-        get_dataset(name)
+        dataset = get_dataset(name)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     out = Path(out)
     with exclusive(out, "prepared dataset"):
-        return _prepare_locked(name, out, mirror, download_root, imagenet_root,
+        return _prepare_locked(dataset, out, mirror, download_root, imagenet_root,
                                {"train": train_per_class, "test": test_per_class}, seed,
                                synthetic_classes)
 
 
-def _prepare_locked(name: str, out: Path, mirror: str | None, download_root: str | None,
+def _prepare_locked(dataset: Dataset, out: Path, mirror: str | None, download_root: str | None,
                     imagenet_root: str | None, per_class: dict, seed: int,
                     synthetic_classes: int) -> dict:
-    dataset = get_dataset(name)
+    name = dataset.name
     if dataset.kind == FOLDER:
-        manifest = _imagenet_manifest(name, Path(imagenet_root) if imagenet_root else Path("/nonexistent"))
+        root = Path(imagenet_root) if imagenet_root else Path("/nonexistent")
+        manifest = _imagenet_manifest(name, root)
         _write_manifest(out, manifest)
         return manifest
     if dataset.kind == GENERATED:

@@ -160,12 +160,13 @@ def train_settings_of(wildcards):
 
 
 def write_study_file():
-    """results/<preset>/study.json: what the cost tables and the summary need to know of this
-    invocation, the resolved config and the datasets and studies left out (with the reason
-    the report prints). Written by the process that plans the DAG, and only when its content
-    changes, so that its time tells Snakemake when they must run again. Not where the data
-    came from: that changes once a dataset is prepared (and would re-run the summary); the
-    manifests record it."""
+    """results/<preset>/study.json: what the training jobs, the cost tables and the summary
+    need to know of this invocation, the resolved config and the datasets and studies left
+    out (with the reason the report prints). Written by the process that plans the DAG, and
+    only when its content changes: as an input of the cost tables and the summary, its time
+    tells Snakemake when they must run again (a training job's params are its own settings).
+    Not where the data came from: that changes once a dataset is prepared (and would re-run
+    the summary); the manifests record it."""
     text = json.dumps({"config": result_config(config), "skipped": SKIPPED,
                        "skipped_studies": SKIPPED_STUDIES, "authors_bits": AUTHORS_BITS,
                        "authors_data": AUTHORS_DATA}, sort_keys=True, indent=1) + "\n"

@@ -18,15 +18,16 @@ from itertools import product
 from typing import Callable, Sequence
 
 from ..registry import Registry
-from .levels import (LevelCode, apot_magnitudes, apot_terms, bit_positions, check_bits,
-                     pot_magnitudes, pot_terms, uniform_magnitudes)
+from .levels import (MAX_BITS, MIN_BITS, LevelCode, apot_magnitudes, apot_terms, bit_positions,
+                     check_bits, pot_magnitudes, pot_terms, uniform_magnitudes)
 
 # The schemes' names: other modules use these constants, never the strings.
 APOT, POT, UNIFORM = "apot", "pot", "uniform"
 # The float step of a chain: its run folders say fp32 where the others say their scheme.
 FLOAT = "fp32"
 FLOAT_BITS = 32          # bits of a float model (its first and last layers are still 8-bit)
-MODEL_BITS = range(2, 9)  # bits of a quantized model: signed weights need a magnitude bit
+# bits of a quantized model: its weights are signed, and need a magnitude bit besides the sign
+MODEL_BITS = range(MIN_BITS + 1, MAX_BITS + 1)
 
 
 @dataclass(frozen=True)
