@@ -17,7 +17,8 @@ from .errors import UserError
 from .datasets import dataset_names
 from .layout import MANIFEST
 from .models import ARCHS
-from .quant.convert import FIRST_LAST_POLICIES
+from .quant.convert import FIRST_LAST_POLICIES, first_and_last
+from .quant.packed import ARITHMETICS
 from .quant.levels import MAX_BITS, MIN_BITS, check_k
 from .quant.schemes import APOT, FLOAT_BITS, MODEL_BITS, levels, scheme_names
 from .stopping import Stopped
@@ -104,25 +105,89 @@ def cmd_levels(args: argparse.Namespace) -> dict | list:
     return [str(v) for v in values] if args.exact else [float(v) for v in values]
 
 
+# The model flags of ``apot eval --checkpoint`` and their defaults; --packed takes none.
+EVAL_MODEL_DEFAULTS = {"scheme": APOT, "k": 2, "first_last": "8bit"}
+
+
 def cmd_eval(args: argparse.Namespace) -> dict:
     from .evaluate import evaluate
     from .layout import file_sha256
-    from .models import load_model
     from .threads import use_threads
+    _check_eval_flags(args)
     check_output_file(args.out)
     device = resolve_device(args.device)
     threads = use_threads(args.threads)
     start = time.perf_counter()
-    batches, num_classes, dataset = _eval_batches(args, device)
-    model, _ = load_model(args.checkpoint, _description(args), num_classes)
+    if args.packed is not None:
+        from .packed_file import load_packed
+        model, header = load_packed(args.packed, args.arithmetic)
+        for field in ("arch", "bits", *EVAL_MODEL_DEFAULTS):
+            setattr(args, field, header[field])
+        batches, num_classes, dataset = _eval_batches(args, device)
+        if num_classes != header["num_classes"]:
+            raise UserError(f"{args.packed} holds a model for {header['num_classes']} classes; "
+                            f"the data has {num_classes}")
+        source = {"packed": str(args.packed), "packed_sha256": file_sha256(args.packed),
+                  "arithmetic": args.arithmetic,
+                  "layer_arithmetic": _layer_arithmetic(model)}
+    else:
+        from .models import load_model
+        batches, num_classes, dataset = _eval_batches(args, device)
+        model, _ = load_model(args.checkpoint, _description(args), num_classes)
+        source = {"checkpoint": str(args.checkpoint),
+                  "checkpoint_sha256": file_sha256(args.checkpoint)}
     result = evaluate(model, batches, device)
-    result = {**result, **_description(args), "checkpoint": str(args.checkpoint),
-              "checkpoint_sha256": file_sha256(args.checkpoint),
+    result = {**result, **_description(args), **source,
               "data": str(args.data), "dataset": dataset, "split": args.split,
               "device": str(device), "threads": threads,
               "seconds": round(time.perf_counter() - start, 2)}
     if args.out is not None:
         _write_json(args.out, result)
+    return result
+
+
+def _check_eval_flags(args: argparse.Namespace) -> None:
+    """--checkpoint needs --arch and --bits; --packed takes no model flag (its header has
+    them). Fills the defaults of the mode."""
+    model_flags = ("arch", "bits", *EVAL_MODEL_DEFAULTS)
+    if args.packed is not None:
+        given = [f"--{f.replace('_', '-')}" for f in model_flags if getattr(args, f) is not None]
+        if given:
+            raise UserError(f"{', '.join(given)}: a packed file names its model itself; "
+                            f"drop {'them' if len(given) > 1 else 'it'}")
+        args.arithmetic = args.arithmetic or ARITHMETICS[0]
+        return
+    missing = [f"--{f}" for f in ("arch", "bits") if getattr(args, f) is None]
+    if missing:
+        raise UserError(f"--checkpoint needs {' and '.join(missing)}")
+    if args.arithmetic is not None:
+        raise UserError("--arithmetic applies to --packed models; a checkpoint computes as it "
+                        "was trained")
+    for field, default in EVAL_MODEL_DEFAULTS.items():
+        if getattr(args, field) is None:
+            setattr(args, field, default)
+
+
+def _layer_arithmetic(model) -> dict[str, int]:
+    """How many quantized layers computed in each arithmetic (apot.quant.packed)."""
+    counts: dict[str, int] = {}
+    for module in model.modules():
+        if hasattr(module, "arithmetic"):
+            counts[module.arithmetic] = counts.get(module.arithmetic, 0) + 1
+    return counts
+
+
+def cmd_export(args: argparse.Namespace) -> dict:
+    from .models import load_model
+    from .packed_file import export_packed
+    check_output_file(args.out)
+    check_output_file(args.result)
+    model, _ = load_model(args.checkpoint, _description(args))
+    classes = model.get_submodule(first_and_last(model)[1]).out_features
+    result = export_packed(model.eval(), _description(args), classes, args.checkpoint,
+                           args.out)
+    if args.result is not None:
+        _write_json(args.result, result)
     return result
 
 
@@ -363,18 +428,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exact", action="store_true", help="print exact fractions as strings")
     p.set_defaults(run=cmd_levels)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset; prints JSON")
-    p.add_argument("--arch", choices=list(ARCHS), required=True)
-    p.add_argument("--bits", type=lambda t: _bits(t, True), required=True,
-                   help=f"weight/activation bits of the inner layers ({MODEL_BITS[0]}..{MODEL_BITS[-1]}), "
-                        f"or {FLOAT_BITS} for the float model")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p = sub.add_parser("eval", help="evaluate a checkpoint or a packed model on a dataset; "
+                                    "prints JSON")
+    p.add_argument("--arch", choices=list(ARCHS), default=None, help="(with --checkpoint)")
+    p.add_argument("--bits", type=lambda t: _bits(t, True), default=None,
+                   help=f"weight/activation bits of the inner layers ({MODEL_BITS[0]}.."
+                        f"{MODEL_BITS[-1]}), or {FLOAT_BITS} for the float model "
+                        f"(with --checkpoint)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, default=None,
+                        help="a checkpoint (needs --arch and --bits)")
+    source.add_argument("--packed", type=Path, default=None,
+                        help="a packed model (apot export), which names its architecture and "
+                             "bits itself")
+    p.add_argument("--arithmetic", choices=ARITHMETICS, default=None,
+                   help="(with --packed) levels: the codes' level values in float32, the "
+                        "trained model's logits bit for bit (default); integer: integer codes "
+                        "summed exactly, scaled once per layer")
     p.add_argument("--data", type=Path, required=True,
                    help="image-folder archive (.tar.gz, .tar, .zip) or folder with <split>/<class>/")
-    p.add_argument("--scheme", choices=scheme_names(), default=APOT)
-    p.add_argument("--k", type=_base_bits, default=2, help="APoT base bit-width (default 2)")
-    p.add_argument("--first-last", choices=FIRST_LAST_POLICIES, default="8bit",
-                   help="first conv / last linear: the authors' 8-bit weights (default) or float")
+    p.add_argument("--scheme", choices=scheme_names(), default=None,
+                   help=f"(with --checkpoint; default {APOT})")
+    p.add_argument("--k", type=_base_bits, default=None,
+                   help="APoT base bit-width (with --checkpoint; default 2)")
+    p.add_argument("--first-last", choices=FIRST_LAST_POLICIES, default=None,
+                   help="first conv / last linear: the authors' 8-bit weights (default) or float "
+                        "(with --checkpoint)")
     p.add_argument("--split", default="test")
     p.add_argument("--dataset", choices=dataset_names(), default=None,
                    help="the dataset the images come from, whose normalization applies "
@@ -388,6 +467,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive, default=None, help=THREADS_HELP)
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("export", help="write a quantized checkpoint as a packed model (integer "
+                                      "codes, safetensors); prints its size against float32")
+    p.add_argument("--arch", choices=list(ARCHS), required=True)
+    p.add_argument("--bits", type=lambda t: _bits(t, False), required=True,
+                   help=f"weight/activation bits of the inner layers ({MODEL_BITS[0]}.."
+                        f"{MODEL_BITS[-1]})")
+    p.add_argument("--scheme", choices=scheme_names(), default=APOT)
+    p.add_argument("--k", type=_base_bits, default=2, help="APoT base bit-width (default 2)")
+    p.add_argument("--first-last", choices=FIRST_LAST_POLICIES, default="8bit",
+                   help="first conv / last linear: the authors' 8-bit weights (default) or float")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="a quantized checkpoint (a run's best.pt, or the authors' file)")
+    p.add_argument("--out", type=Path, required=True, help="the packed file to write")
+    p.add_argument("--result", type=Path, default=None,
+                   help="also write the printed JSON to this file")
+    p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("prepare-data", help="decode a dataset once into tensors + manifest")
     p.add_argument("--dataset", required=True,
@@ -460,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "bits", None) == 1 and args.command in ("eval", "cost"):
+    if getattr(args, "bits", None) == 1 and args.command in ("eval", "cost", "export"):
         parser.error("argument --bits: quantized models need at least 2 bits (signed weights)")
     try:
         result = args.run(args)
