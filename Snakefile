@@ -2,6 +2,7 @@
 # config.yaml, expands the experiment matrix (apot.study) and includes the rules of each stage.
 #   snakemake --cores 2                      # the default preset (quick)
 #   snakemake --cores 2 --config preset=smoke on_missing_data=skip
+#   snakemake --report report.zip --config preset=smoke on_missing_data=skip   # after a run
 from snakemake.utils import min_version, validate
 
 from apot.configfile import check_yaml
@@ -18,10 +19,15 @@ configfile: "config.yaml"
 validate(config, "schemas/config.schema.yaml")
 
 
+# The landing page of Snakemake's own report (snakemake --report).
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/cost.smk"
+include: "rules/export.smk"
 include: "rules/authors.smk"
 include: "rules/report.smk"
 
@@ -40,7 +46,7 @@ rule study:
 
 rule all:
     input:
-        REPORT_FILES,
+        rules.report.output,
         rules.summarize.input,
         rules.summarize.output,
         force_damaged,

@@ -168,6 +168,20 @@ def _check_eval_flags(args: argparse.Namespace) -> None:
             setattr(args, field, default)
 
 
+def _verify_packed(args: argparse.Namespace, model) -> dict:
+    """The checkpoint's model against the packed file just written, on the same test batches
+    (levels arithmetic: the logits should not differ at all)."""
+    from .evaluate import compare
+    from .packed_file import load_packed
+    packed, _ = load_packed(args.out)
+    checks = argparse.Namespace(data=args.verify_data, arch=args.arch, dataset=None,
+                                split="test", batch_size=100,
+                                limit_per_class=args.verify_limit_per_class)
+    batches, _, dataset = _eval_batches(checks, torch.device("cpu"))
+    return {"data": str(args.verify_data), "dataset": dataset,
+            "limit_per_class": args.verify_limit_per_class, **compare(model, packed, batches)}
+
+
 def _layer_arithmetic(model) -> dict[str, int]:
     """How many quantized layers computed in each arithmetic (apot.quant.packed)."""
     counts: dict[str, int] = {}
@@ -180,12 +194,16 @@ def _layer_arithmetic(model) -> dict[str, int]:
 def cmd_export(args: argparse.Namespace) -> dict:
     from .models import load_model
     from .packed_file import export_packed
+    from .threads import use_threads
     check_output_file(args.out)
     check_output_file(args.result)
+    use_threads(args.threads)
     model, _ = load_model(args.checkpoint, _description(args))
     classes = model.get_submodule(first_and_last(model)[1]).out_features
     result = export_packed(model.eval(), _description(args), classes, args.checkpoint,
                            args.out)
+    if args.verify_data is not None:
+        result["verify"] = _verify_packed(args, model)
     if args.result is not None:
         _write_json(args.result, result)
     return result
@@ -244,6 +262,12 @@ def _named_dataset(name: str | None, default: str | None, classes: int | None = 
         return get_dataset(name or default)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+
+
+def cmd_dvc_plots_template(args: argparse.Namespace) -> dict:
+    from .dvc_plots import write_offline_template
+    check_output_file(args.out)
+    return write_offline_template(args.out)
 
 
 def cmd_prepare_data(args: argparse.Namespace) -> dict:
@@ -483,7 +507,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="the packed file to write")
     p.add_argument("--result", type=Path, default=None,
                    help="also write the printed JSON to this file")
+    p.add_argument("--verify-data", type=Path, default=None,
+                   help="evaluate the checkpoint and the written packed file on this data's "
+                        "test split (a prepared dataset, image folder or archive) and record "
+                        "both top-1 and their largest logit difference")
+    p.add_argument("--verify-limit-per-class", type=_positive, default=None,
+                   help="verify on the first N test images of each class only")
+    p.add_argument("--threads", type=_positive, default=None, help=THREADS_HELP)
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("dvc-plots-template",
+                       help="write an HTML template with which dvc plots show draws offline")
+    p.add_argument("--out", type=Path, required=True,
+                   help="the template file (then: dvc plots show --html-template FILE)")
+    p.set_defaults(run=cmd_dvc_plots_template)
 
     p = sub.add_parser("prepare-data", help="decode a dataset once into tensors + manifest")
     p.add_argument("--dataset", required=True,

@@ -36,3 +36,29 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         raise UserError("no images to evaluate")
     return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss_sum / n,
             "n": int(n)}
+
+
+@torch.no_grad()
+def compare(reference: nn.Module, other: nn.Module,
+            batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+            device: str | torch.device = "cpu") -> dict:
+    """Both models on the same batches: each one's top-1 (percent), how many images they
+    predict differently, and the largest absolute difference of their logits (0.0: the same
+    logits bit for bit)."""
+    reference.eval().to(device)
+    other.eval().to(device)
+    n = hits_reference = hits_other = differing = 0
+    largest = 0.0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        a, b = reference(x), other(x)
+        n += len(y)
+        hits_reference += int((a.argmax(1) == y).sum())
+        hits_other += int((b.argmax(1) == y).sum())
+        differing += int((a.argmax(1) != b.argmax(1)).sum())
+        largest = max(largest, float((a - b).abs().max()))
+    if n == 0:
+        raise UserError("no images to evaluate")
+    return {"n": n, "reference_top1": 100.0 * hits_reference / n,
+            "top1": 100.0 * hits_other / n, "differing_predictions": differing,
+            "max_abs_logit_difference": largest}

@@ -1,4 +1,5 @@
-"""The reproducibility report: summary.json -> one self-contained HTML file and its PDF.
+"""The reproducibility report: summary.json -> one self-contained HTML file and its PDF, and
+its figures (SVG) and tables (CSV) as files of their own (for ``snakemake --report``).
 
 Every number comes from summary.json (written by ``apot summarize`` from the runs' own files)
 or from apot/cited.yaml (the paper's and the reproducibility report's figures, with sources).
@@ -6,8 +7,11 @@ A row whose run did not happen says why; nothing is filled in.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -22,6 +26,7 @@ from .summary import group_fixops
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "report" / "templates"
 CITED = Path(__file__).with_name("cited.yaml")
+FIGURES, TABLES = "figures", "tables"  # folders beside report.html
 
 
 def load_cited() -> dict:
@@ -278,7 +283,45 @@ def figures(summary: dict, tables: list[dict], cost: dict | None) -> list[dict]:
     return result
 
 
-def render_html(summary: dict) -> str:
+def packed_rows(summary: dict) -> list[dict]:
+    """The exported quantized runs (``apot export``): sizes against the float32 state dict,
+    and the packed file's predictions against the checkpoint's."""
+    rows = []
+    for run in summary["runs"]:
+        packed = run.get("packed")
+        if run["status"] == "done" and packed:
+            rows.append({"run": f"{run['dataset']}/{run['arch']}/{run['schedule']}/"
+                                f"{run['scheme']}-w{run['bits']}", "seed": run["seed"],
+                         "bits": run["bits"], "scheme": run["scheme"],
+                         "packed_kb": packed["packed_bytes"] / 1000,
+                         "float32_kb": packed["float32_bytes"] / 1000,
+                         "smaller": packed["float32_bytes"] / packed["packed_bytes"],
+                         "verify": packed.get("verify")})
+    return rows
+
+
+def report_context(summary: dict) -> dict:
+    """Everything the template reads: the tables, figures, claims and the summary itself."""
+    cited = load_cited()
+    preset = summary["config"]["presets"][summary["preset"]]
+    cost = cost_section(summary, cited)
+    tables = comparison_tables(summary, cited)
+    claims = evaluate_claims(summary, cited, cost)
+    from .claims import NOISE_FLOOR
+    return {"summary": summary, "cited": cited, "preset": preset, "noise_floor": NOISE_FLOOR,
+            "tables": tables, "cost": cost, "figures": figures(summary, tables, cost),
+            "claims": claims, "verdicts": {c["id"]: c["verdict"] for c in claims},
+            "schemes": scheme_ablation_rows(summary), "scheme_columns": list(REGISTRY.values()),
+            "warm": warm_rows(summary, cited),
+            "authors": authors_rows(summary, cited),
+            "packed": packed_rows(summary),
+            "css": (TEMPLATES / "report.css").read_text(),
+            "config_yaml": yaml.safe_dump({"preset": summary["preset"], **{
+                k: v for k, v in summary["config"].items() if k not in ("presets", "preset")},
+                "presets": {summary["preset"]: preset}}, sort_keys=True)}
+
+
+def render_html(summary: dict, context: dict | None = None) -> str:
     """The report as one HTML string: inline CSS, no external references."""
     import jinja2
 
@@ -289,23 +332,51 @@ def render_html(summary: dict) -> str:
     env.filters["signed"] = lambda v: "—" if v is None else f"{v:+.2f}"
     env.filters["mega"] = lambda v: "—" if v is None else f"{v / 1e6:,.1f}"
     env.filters["num"] = lambda v, d=2: "—" if v is None else f"{v:,.{d}f}"
-    cited = load_cited()
-    preset = summary["config"]["presets"][summary["preset"]]
-    cost = cost_section(summary, cited)
-    tables = comparison_tables(summary, cited)
-    claims = evaluate_claims(summary, cited, cost)
-    from .claims import NOISE_FLOOR
-    context = {"summary": summary, "cited": cited, "preset": preset, "noise_floor": NOISE_FLOOR,
-               "tables": tables, "cost": cost, "figures": figures(summary, tables, cost),
-               "claims": claims, "verdicts": {c["id"]: c["verdict"] for c in claims},
-               "schemes": scheme_ablation_rows(summary), "scheme_columns": list(REGISTRY.values()),
-               "warm": warm_rows(summary, cited),
-               "authors": authors_rows(summary, cited),
-               "css": (TEMPLATES / "report.css").read_text(),
-               "config_yaml": yaml.safe_dump({"preset": summary["preset"], **{
-                   k: v for k, v in summary["config"].items() if k not in ("presets", "preset")},
-                   "presets": {summary["preset"]: preset}}, sort_keys=True)}
-    return env.get_template("report.html.j2").render(**context)
+    return env.get_template("report.html.j2").render(**(context or report_context(summary)))
+
+
+def _file_name(identifier: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", identifier).strip("-")
+
+
+def table_files(context: dict) -> dict[str, str]:
+    """The report's tables as CSV texts by file name: the accuracy tables against the paper
+    and the reproducibility report, and the packed models."""
+    files = {}
+    for table in context["tables"]:
+        rows = [{"arch": r["arch"], "bits": r["bits"], "paper": r["paper"], "repro": r["repro"],
+                 "ours_mean": (r.get("ours") or {}).get("mean"),
+                 "ours_std": (r.get("ours") or {}).get("std"),
+                 "ours_n": (r.get("ours") or {}).get("n"), "status": r["status"]}
+                for r in table["rows"]]
+        files[f"{_file_name(table['id'])}.csv"] = _csv(rows)
+    if context["packed"]:
+        files["packed-models.csv"] = _csv([
+            {"run": r["run"], "seed": r["seed"], "packed_kb": round(r["packed_kb"], 1),
+             "float32_kb": round(r["float32_kb"], 1), "smaller_by": round(r["smaller"], 2),
+             **{f"check_{k}": v for k, v in (r["verify"] or {}).items()
+                if k not in ("data", "dataset")}} for r in context["packed"]])
+    return files
+
+
+def _csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _write_folder(folder: Path, files: dict[str, str]) -> None:
+    """Write ``files`` (name -> text) into ``folder``, each atomically, and remove the files
+    of an earlier report that this one no longer has."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        write_text_atomic(folder / name, text)
+    for stale in folder.iterdir():
+        if stale.is_file() and stale.name not in files:
+            stale.unlink()
 
 
 def write_pdf(html_text: str, path: Path) -> None:
@@ -375,8 +446,20 @@ def build_report(summary_path: str | Path, out_dir: str | Path) -> dict:
     summary_path, out_dir = Path(summary_path), Path(out_dir)
     summary = read_summary(summary_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = render_html(summary)
+    context = report_context(summary)
+    text = render_html(summary, context)
     write_text_atomic(out_dir / "report.html", text)
     write_pdf(text, out_dir / "report.pdf")
+    # The figures and tables also as files of their own: Snakemake's report (snakemake
+    # --report) shows them one by one, with captions from report/captions/.
+    _write_folder(out_dir / FIGURES, {f"{_file_name(f['id'])}.svg": _svg_file(f["svg"])
+                                      for f in context["figures"]})
+    _write_folder(out_dir / TABLES, table_files(context))
     return {"html": str(out_dir / "report.html"), "pdf": str(out_dir / "report.pdf"),
+            "figures": str(out_dir / FIGURES), "tables": str(out_dir / TABLES),
             "preset": summary["preset"]}
+
+
+def _svg_file(svg: str) -> str:
+    """An inline ``<svg>`` element as a standalone SVG file."""
+    return '<?xml version="1.0" encoding="utf-8" standalone="no"?>\n' + svg.strip() + "\n"

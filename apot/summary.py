@@ -20,8 +20,8 @@ from pathlib import Path
 from .layout import write_text_atomic
 from .errors import UserError
 from .integrity import check_run
-from .layout import (HISTORY, HISTORY_FIELDS, MANIFEST, METRICS as RUN_METRICS, RUN_COST,
-                     ResultsLayout, benchmark_file)
+from .layout import (HISTORY, HISTORY_FIELDS, MANIFEST, METRICS as RUN_METRICS, PACKED_RESULT,
+                     RUN_COST, ResultsLayout, benchmark_file)
 from .prepare import load_manifest
 from .quant.schemes import APOT, FLOAT, FLOAT_BITS
 from .study import (SCRATCH, expand_runs, result_config, start_label,
@@ -75,10 +75,20 @@ def run_records(study: dict, results: ResultsLayout, benchmarks: Path | None) ->
             record["job_seconds"] = _benchmark_seconds(bench) if bench else None
             cost_path = metrics_path.with_name(RUN_COST)
             record["cost"] = _run_cost(_read_json(cost_path)) if cost_path.is_file() else None
+            packed_path = metrics_path.with_name(PACKED_RESULT)
+            record["packed"] = (_packed(_read_json(packed_path)) if packed_path.is_file()
+                                else None)
         else:
             record["status"] = "missing: the run has not completed"
         records.append(record)
     return records
+
+
+def _packed(export: dict) -> dict:
+    """A run's packed model (``apot export``): its size against the float32 state dict, and
+    the check of its predictions against the checkpoint's."""
+    return {"packed_bytes": export["packed_bytes"], "float32_bytes": export["float32_bytes"],
+            "size_ratio": export["size_ratio"], "verify": export.get("verify")}
 
 
 def authors_evaluations(study: dict, results: ResultsLayout) -> dict:

@@ -10,7 +10,8 @@ from snakemake.exceptions import WorkflowError
 
 from apot.errors import UserError
 from apot.integrity import check_prepared, check_run
-from apot.layout import BEST, METRICS, RUN_COST, ResultsLayout, write_text_if_changed
+from apot.layout import (BEST, METRICS, PACKED, PACKED_RESULT, RUN_COST, ResultsLayout,
+                         write_text_if_changed)
 from apot.quant.schemes import FLOAT, FLOAT_BITS, MODEL_BITS
 from apot.sources import mirror_folder
 from apot.study import AUTHORS_BITS as AUTHORS_BITS_ALL
@@ -66,6 +67,8 @@ AUTHORS_BITS = sorted(
 # cluster jobs (which share this file system).
 APOT = f"{shlex.quote(sys.executable)} -m apot"
 REPORT_FILES = ["report/build/report.html", "report/build/report.pdf"]
+# The report's figures (SVG) and tables (CSV), also as files of their own (apot report).
+REPORT_FIGURES, REPORT_TABLES = "report/build/figures", "report/build/tables"
 TRAIN_GPUS = 0 if config["device"] == "cpu" else 1
 
 # Light jobs, and the download (compute nodes are often offline), stay on the submitting host
@@ -90,6 +93,31 @@ def run_metrics(path):
 
 def run_cost(path):
     return LAYOUT.run_file(path, RUN_COST)
+
+
+def run_packed(path):
+    return LAYOUT.run_file(path, PACKED)
+
+
+def run_packed_result(path):
+    return LAYOUT.run_file(path, PACKED_RESULT)
+
+
+# The packed model's check reads this many test images of each class (apot export
+# --verify-limit-per-class): it compares logits, which any image does; the full test split of
+# ImageNet would take a CPU an hour.
+PACKED_CHECK_PER_CLASS = 10
+
+
+def export_args(run):
+    """apot export flags of one trained run: its model, its best weights, where to write, and
+    the data its packed file is checked on."""
+    args = ["--arch", run.arch, "--bits", run.bits, "--scheme", run.train["scheme"],
+            "--k", run.train["k"], "--first-last", run.train["first_last"],
+            "--checkpoint", LAYOUT.run_file(run.path, BEST), "--out", run_packed(run.path),
+            "--result", run_packed_result(run.path), "--verify-data", data_dir(run.data),
+            "--verify-limit-per-class", PACKED_CHECK_PER_CLASS]
+    return " ".join(shlex.quote(str(a)) for a in args)
 
 
 def cost_args(run):

@@ -1,5 +1,7 @@
 # Stage 3: the summary of every run (results/<preset>/summary.{json,csv}, histories.csv: the
 # files `dvc metrics show` and `dvc plots` read) and the report rendered from it.
+# The outputs marked report() make up Snakemake's own report (`snakemake --report report.zip`);
+# their captions are in report/captions/ (paths relative to this file).
 
 
 rule summarize:
@@ -9,12 +11,15 @@ rule summarize:
         cost=LAYOUT.cost_tables,
         study=LAYOUT.study,
         run_costs=[run_cost(path) for path in QUANTIZED_RUNS],
+        packed=[run_packed_result(path) for path in QUANTIZED_RUNS],
         authors=[authors_result(bits) for bits in AUTHORS_BITS],
     output:
         json=LAYOUT.summary("json"),
-        csv=LAYOUT.summary("csv"),
+        csv=report(LAYOUT.summary("csv"), caption="../report/captions/summary.rst",
+                   category="Tables", labels={"table": "every run"}),
         accuracy=LAYOUT.accuracy,
-        histories=LAYOUT.histories,
+        histories=report(LAYOUT.histories, caption="../report/captions/histories.rst",
+                         category="Tables", labels={"table": "per-epoch histories"}),
     params:
         results=LAYOUT.results,
         benchmarks=LAYOUT.benchmarks,
@@ -39,7 +44,16 @@ rule report:
         # the code that renders it: a change to a rule, a figure or a table re-renders
         code=["apot/report.py", "apot/claims.py", "apot/figures.py"],
     output:
-        REPORT_FILES,
+        html=report(REPORT_FILES[0], caption="../report/captions/report.rst",
+                    category="Report", labels={"format": "HTML"}),
+        pdf=report(REPORT_FILES[1], caption="../report/captions/report.rst",
+                   category="Report", labels={"format": "PDF"}),
+        figures=report(directory(REPORT_FIGURES), patterns=["{name}.svg"],
+                       caption="../report/captions/figure.rst", category="Figures",
+                       labels={"figure": "{name}"}),
+        tables=report(directory(REPORT_TABLES), patterns=["{name}.csv"],
+                      caption="../report/captions/table.rst", category="Tables",
+                      labels={"table": "{name}"}),
     log:
         LAYOUT.log("report"),
     threads: 1

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 
-from workflow import copy_study, dvc, edit_config, git, job_counts, nothing_to_do, snakemake
+from workflow import (BIN, copy_study, dvc, edit_config, git, job_counts, nothing_to_do, run,
+                      snakemake)
 
 RUN = "results/smoke/runs/cifar10/resnet20/multistep/apot-w4/seed0"
 DROPPED = "cifar10/resnet20/cosine/apot-w2"  # the run that dvc repro trains again
@@ -61,6 +63,21 @@ def test_metrics_and_plots_are_declared(repo, shared_data):
     assert len(accuracy) == 12
     plots = dvc(folder, "plots", "show", "--json").stdout
     assert "results/smoke/histories.csv" in plots and "test_top1" in plots
+
+
+def test_plots_page_draws_offline_with_the_projects_template(repo, tmp_path):
+    """dvc plots show with the template of apot dvc-plots-template: a page that loads nothing
+    from the network (DVC's own loads vega from a CDN), one line per run."""
+    folder, _ = repo
+    template = tmp_path / "dvc-plots.html"
+    run([str(BIN / "apot"), "dvc-plots-template", "--out", str(template)], folder)
+    dvc(folder, "plots", "show", "--html-template", str(template), "-o", str(tmp_path / "page"))
+    page = (tmp_path / "page/index.html").read_text()
+    assert "vegaEmbed" in page and "cdn.jsdelivr" not in page
+    assert not re.search(r"""(src|href)=["']https?:""", page)
+    assert '"field": "run"' in page  # .dvc/plots/by_run.json: a line per run
+    default = dvc(folder, "plots", "show", "-o", str(tmp_path / "default")).stdout
+    assert "cdn.jsdelivr" in (tmp_path / "default/index.html").read_text(), default
 
 
 def test_checkout_restores_a_deleted_checkpoint_and_snakemake_has_nothing_to_do(repo,

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import time
+import zipfile
 
 import pytest
 
@@ -60,8 +61,8 @@ def test_paper_preset_dry_run_lists_exactly_the_study(workflow, fake_mirror, tor
     # each chain = FP32 + 4/3/2-bit. ImageNet: ResNet-18 FP32 (torchvision's pretrained
     # weights as they are, as the authors) + 5-bit.
     assert job_counts(out) == {"prepare_data": 3, "stage_torchvision_start": 1, "train_fp32": 6,
-                               "train_quantized": 16, "run_cost": 16, "cost_tables": 1,
-                               "summarize": 1, "report": 1, "all": 1}
+                               "train_quantized": 16, "run_cost": 16, "export_packed": 16,
+                               "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
     imagenet_fp32 = ("results/paper/runs/imagenet/resnet18/from-torchvision/multistep/fp32-w32/"
                      "seed0/metrics.json")
     assert job_inputs(out, imagenet_fp32) == ["results/paper/data/imagenet/manifest.json",
@@ -184,8 +185,9 @@ def test_dataset_without_source_stops_the_run_unless_skipped(workflow, tmp_path)
 def test_smoke_preset_runs_end_to_end(smoke_study):
     folder, output = smoke_study
     assert job_counts(output) == {"prepare_data": 1, "stage_authors_start": 1, "train_fp32": 3,
-                                  "train_quantized": 9, "run_cost": 9, "cost_tables": 1,
-                                  "eval_authors": 4, "summarize": 1, "report": 1, "all": 1}
+                                  "train_quantized": 9, "run_cost": 9, "export_packed": 9,
+                                  "cost_tables": 1, "eval_authors": 4, "summarize": 1,
+                                  "report": 1, "all": 1}
     runs = folder / "results/smoke/runs"
     metrics = sorted(runs.rglob("metrics.json"))
     assert len(metrics) == 12
@@ -230,6 +232,42 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
     assert authors["n"] == 100 and authors["bits"] == 3
     table = html.split("<h2>The authors' released checkpoints")[1].split("</table>")[0]
     assert f"{authors['top1']:.2f}" in table.split("3-bit APoT")[1].split("</tr>")[0]
+    # every quantized run exported as integer codes, read back with the checkpoint's logits
+    packed = json.loads((runs / "cifar10/resnet20/multistep/apot-w2/seed0/packed.json")
+                        .read_text())
+    assert packed["packed_bytes"] == (runs / "cifar10/resnet20/multistep/apot-w2/seed0/"
+                                             "packed.safetensors").stat().st_size
+    assert packed["packed_bytes"] * 5 < packed["float32_bytes"]
+    assert packed["verify"]["n"] == 100 and packed["verify"]["max_abs_logit_difference"] == 0
+    assert len(list(runs.rglob("packed.safetensors"))) == 9
+    table = html.split("<h2>Packed models")[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + 9 and "cifar10/resnet20/multistep/apot-w2" in table
+    assert f"{packed['packed_bytes'] / 1000:,.1f}" in table
+    # the report's figures and tables as files of their own
+    build = folder / "report/build"
+    assert (build / "figures/levels.svg").read_text().startswith("<?xml")
+    assert (build / "tables/packed-models.csv").read_text().count("\n") == 1 + 9
+    assert (build / "tables/table1.csv").read_text().startswith("arch,bits,paper,repro")
+
+
+def test_snakemake_report_archive_holds_the_report_figures_and_tables(smoke_study, tmp_path):
+    """snakemake --report report.zip after the smoke run: Snakemake's own browsable report,
+    with the HTML/PDF report, each figure and table, and their captions."""
+    folder, _ = smoke_study
+    archive = tmp_path / "report.zip"
+    done = snakemake(folder, "--report", str(archive), *SMOKE[2:])
+    assert "Report created" in done.stdout + done.stderr
+    with zipfile.ZipFile(archive) as zipped:
+        names = zipped.namelist()
+        page = zipped.read("report/report.html").decode()
+    stored = {name.rsplit("/", 1)[1] for name in names if "/data/raw/" in name}
+    figures = {p.name for p in (folder / "report/build/figures").iterdir()}
+    tables = {p.name for p in (folder / "report/build/tables").iterdir()}
+    assert len(figures) >= 5 and len(tables) >= 5
+    assert stored == {"report.html", "report.pdf", "summary.csv", "histories.csv",
+                      *figures, *tables}
+    assert "apot-repro workflow" in page and "standalone SVG file" in page  # text and captions
+    assert not re.search(r"<script[^>]+src=[\"']https?:", page)  # nothing from the network
 
 
 def test_second_run_does_nothing(smoke_study, shared_data):

@@ -15,8 +15,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # What the workflow needs from the checkout (the apot package itself is installed).
-WORKFLOW_FILES = ("apot", "Snakefile", "rules", "schemas", "config.yaml", "profiles", "report/templates",
-                  "dvc.yaml", ".dvc/config", ".dvc/.gitignore", ".gitignore", ".dvcignore")
+WORKFLOW_FILES = ("apot", "Snakefile", "rules", "schemas", "config.yaml", "profiles",
+                  "report/templates", "report/captions", "report/workflow.rst", "dvc.yaml",
+                  ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".gitignore", ".dvcignore")
 # The acceptance command's arguments: snakemake --cores 2 --config preset=smoke on_missing_data=skip
 SMOKE = ["--cores", "2", "--config", "preset=smoke", "on_missing_data=skip"]
 

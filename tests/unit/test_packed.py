@@ -257,3 +257,4 @@ def test_cli_export_then_eval_packed_and_its_one_line_errors(tmp_path, synthetic
                     "--out", tmp_path / "x.safetensors")
     assert done.returncode == 2 and "bits" in done.stderr
     assert not (tmp_path / "x.safetensors").exists()
+

@@ -349,3 +349,46 @@ def test_provenance_says_where_runs_were_trained(study, tmp_path):
     html = (tmp_path / "out" / "report.html").read_text()
     assert (f"trained on laptop, node1, node2; 2 of {len(runs)} runs as SLURM jobs (3 jobs); "
             "1 run resumed from a checkpoint by a later process") in html
+
+
+def test_report_writes_its_figures_and_tables_as_files_and_drops_stale_ones(study, tmp_path):
+    spec, results = study
+    cost_fixture(results)
+    summarize(spec, results, cost=results / "cost.json")
+    out = tmp_path / "out"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "old-figure.svg").write_text("<svg/>")  # of an earlier report
+    build_report(results / "summary.json", out)
+    html = (out / "report.html").read_text()
+    figures = sorted(p.stem for p in (out / "figures").iterdir())
+    assert figures == sorted(re.findall(r'<figure id="fig-([^"]+)">', html))
+    for name in figures:
+        svg = (out / "figures" / f"{name}.svg").read_text()
+        assert svg.startswith("<?xml") and 'xmlns="http://www.w3.org/2000/svg"' in svg
+    rows = list(csv.DictReader((out / "tables" / "table1.csv").open()))
+    apot4 = next(r for r in rows if r["arch"] == "resnet20" and r["bits"] == "4")
+    assert float(apot4["ours_mean"]) == 79.5 and apot4["ours_n"] == "2"  # seeds 0 and 1
+    assert {p.name for p in (out / "tables").iterdir()} == {
+        f"{t}.csv" for t in ("table1", "table2", "table3", "table4")}  # nothing exported
+
+
+def test_packed_runs_are_summarized_and_listed(study, tmp_path):
+    spec, results = study
+    run = results / "runs/cifar10/resnet20/multistep/apot-w4/seed0"
+    (run / "packed.json").write_text(json.dumps({
+        "packed_bytes": 164056, "float32_bytes": 1150447, "size_ratio": 0.1426,
+        "verify": {"n": 100, "reference_top1": 79.0, "top1": 79.0, "differing_predictions": 0,
+                   "max_abs_logit_difference": 0.0, "limit_per_class": 10,
+                   "data": "results/smoke/data/cifar10", "dataset": "cifar10"}}))
+    summarize(spec, results)
+    build_report(results / "summary.json", tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text()
+    table = html.split("<h2>Packed models")[1].split("</table>")[0]
+    assert table.count("<tr>") == 2 and "cifar10/resnet20/multistep/apot-w4" in table
+    assert "164.1" in table and "1,150.4" in table and "7.0×" in table
+    rows = list(csv.DictReader((tmp_path / "out/tables/packed-models.csv").open()))
+    assert rows == [{"run": "cifar10/resnet20/multistep/apot-w4", "seed": "0",
+                     "packed_kb": "164.1", "float32_kb": "1150.4", "smaller_by": "7.01",
+                     "check_n": "100", "check_reference_top1": "79.0", "check_top1": "79.0",
+                     "check_differing_predictions": "0",
+                     "check_max_abs_logit_difference": "0.0", "check_limit_per_class": "10"}]
