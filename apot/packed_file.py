@@ -6,7 +6,7 @@ weights' b-bit sign-and-magnitude codes, packed), "<layer>.weight_alpha" and
 "<layer>.act_alpha" (float32, one value each); per 8-bit layer "<layer>.codes" (int8, or int16
 where the authors' rounding leaves the int8 range) and "<layer>.scale" (max(w), float32); and
 the float parts under their state-dict names (batch-norm, biases; float32). Its metadata key
-"apot" holds a JSON header:
+"apot_header" holds a JSON header:
 
     {"format": "apot-packed", "version": 1, "arch", "num_classes", "bits", "scheme", "k",
      "first_last", "levels": {"weight": table, "activation": table},
@@ -35,7 +35,7 @@ from .quant.packed import code_table, pack_model, unpack_model
 from .quant.schemes import MODEL_BITS, scheme_names
 
 FORMAT, VERSION = "apot-packed", 1
-HEADER_KEY = "apot"
+HEADER_KEY = "apot_header"
 DESCRIPTION_FIELDS = ("arch", "bits", "scheme", "k", "first_last")
 
 

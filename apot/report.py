@@ -368,13 +368,14 @@ def _csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def _write_folder(folder: Path, files: dict[str, str]) -> None:
-    """Write ``files`` (name -> text) into ``folder``, each atomically, and remove the files
-    of an earlier report that this one no longer has."""
+def _write_folder(folder: Path, files: dict[str, str], suffix: str) -> None:
+    """Write ``files`` (name -> text, each name ending in ``suffix``) into ``folder``, each
+    atomically, and remove the ``suffix`` files of an earlier report that this one no longer
+    has (other files, such as Snakemake's timestamp, stay)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         write_text_atomic(folder / name, text)
-    for stale in folder.iterdir():
+    for stale in folder.glob(f"*{suffix}"):
         if stale.is_file() and stale.name not in files:
             stale.unlink()
 
@@ -453,8 +454,8 @@ def build_report(summary_path: str | Path, out_dir: str | Path) -> dict:
     # The figures and tables also as files of their own: Snakemake's report (snakemake
     # --report) shows them one by one, with captions from report/captions/.
     _write_folder(out_dir / FIGURES, {f"{_file_name(f['id'])}.svg": _svg_file(f["svg"])
-                                      for f in context["figures"]})
-    _write_folder(out_dir / TABLES, table_files(context))
+                                      for f in context["figures"]}, ".svg")
+    _write_folder(out_dir / TABLES, table_files(context), ".csv")
     return {"html": str(out_dir / "report.html"), "pdf": str(out_dir / "report.pdf"),
             "figures": str(out_dir / FIGURES), "tables": str(out_dir / TABLES),
             "preset": summary["preset"]}

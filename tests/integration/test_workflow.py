@@ -113,11 +113,13 @@ def test_paper_preset_without_imagenet_and_with_scheme_ablation(workflow, fake_m
     mirror, _ = fake_mirror
     out = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}").stdout
     assert job_counts(out) == {"prepare_data": 2, "train_fp32": 5, "train_quantized": 15,
-                               "run_cost": 15, "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
+                               "run_cost": 15, "export_packed": 15, "cost_tables": 1,
+                               "summarize": 1, "report": 1, "all": 1}
     out = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}",
                     "scheme_ablation=True").stdout
     # uniform and PoT chains from the same FP32 baselines: 15 more runs each
-    assert job_counts(out)["train_quantized"] == job_counts(out)["run_cost"] == 45
+    counts = job_counts(out)
+    assert counts["train_quantized"] == counts["run_cost"] == counts["export_packed"] == 45
     assert job_counts(out)["train_fp32"] == 5
     assert "cifar100/resnet56/multistep/uniform-w2/seed0/metrics.json" in out
     assert "cifar10/resnet20/cosine/pot-w3/seed0/metrics.json" in out
@@ -136,8 +138,9 @@ def test_quick_is_the_default_preset(workflow, shared_data):
                       "metrics.json")[0] == "results/quick/data/cifar10_small/manifest.json"
     assert "runs/cifar10/resnet56" not in out  # (the config itself, in params, names it)
     assert job_counts(out) == {"prepare_data": 2, "stage_authors_start": 1, "train_fp32": 3,
-                               "train_quantized": 15, "run_cost": 15, "cost_tables": 1,
-                               "eval_authors": 4, "summarize": 1, "report": 1, "all": 1}
+                               "train_quantized": 15, "run_cost": 15, "export_packed": 15,
+                               "cost_tables": 1, "eval_authors": 4, "summarize": 1,
+                               "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize("edit, key, words", [
@@ -261,8 +264,8 @@ def test_snakemake_report_archive_holds_the_report_figures_and_tables(smoke_stud
         names = zipped.namelist()
         page = zipped.read("report/report.html").decode()
     stored = {name.rsplit("/", 1)[1] for name in names if "/data/raw/" in name}
-    figures = {p.name for p in (folder / "report/build/figures").iterdir()}
-    tables = {p.name for p in (folder / "report/build/tables").iterdir()}
+    figures = {p.name for p in (folder / "report/build/figures").glob("*.svg")}
+    tables = {p.name for p in (folder / "report/build/tables").glob("*.csv")}
     assert len(figures) >= 5 and len(tables) >= 5
     assert stored == {"report.html", "report.pdf", "summary.csv", "histories.csv",
                       *figures, *tables}

@@ -358,10 +358,12 @@ def test_report_writes_its_figures_and_tables_as_files_and_drops_stale_ones(stud
     out = tmp_path / "out"
     (out / "figures").mkdir(parents=True)
     (out / "figures" / "old-figure.svg").write_text("<svg/>")  # of an earlier report
+    (out / "figures" / ".snakemake_timestamp").write_text("")  # not the report's: it stays
     build_report(results / "summary.json", out)
     html = (out / "report.html").read_text()
-    figures = sorted(p.stem for p in (out / "figures").iterdir())
+    figures = sorted(p.stem for p in (out / "figures").glob("*.svg"))
     assert figures == sorted(re.findall(r'<figure id="fig-([^"]+)">', html))
+    assert (out / "figures" / ".snakemake_timestamp").is_file()
     for name in figures:
         svg = (out / "figures" / f"{name}.svg").read_text()
         assert svg.startswith("<?xml") and 'xmlns="http://www.w3.org/2000/svg"' in svg
