@@ -127,7 +127,8 @@ def header_problem(header: Any) -> str | None:
         "first_last": lambda v: v in FIRST_LAST_POLICIES,
         "num_classes": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
         "layers": lambda v: isinstance(v, dict) and all(
-            isinstance(r, dict) and isinstance(r.get("shape"), list) for r in v.values()),
+            isinstance(r, dict) and isinstance(r.get("kind"), str)
+            and isinstance(r.get("shape"), list) for r in v.values()),
     }
     for field, valid in checks.items():
         if field not in header or not valid(header[field]):

@@ -251,8 +251,9 @@ def unpack_model(skeleton: nn.Module, arrays: dict[str, np.ndarray], layers: dic
         if list(module.weight.shape) != record["shape"]:
             raise ValueError(f"layer {name} has shape {record['shape']}, the model "
                              f"{list(module.weight.shape)}")
-        bias_key = f"{name}.bias"
-        bias = torch.from_numpy(_take(arrays, bias_key, used)) if module.bias is not None else None
+        bias = None
+        if module.bias is not None:
+            bias = torch.from_numpy(_float32(_take(arrays, f"{name}.bias", used), f"{name}.bias"))
         if record["kind"] == QUANT_CONV:
             codes = _take(arrays, f"{name}.{CODES}", used)
             signed = _signed_codes(codes, record, module.weight_quantizer.bits)
@@ -288,6 +289,12 @@ def _take(arrays: dict[str, np.ndarray], key: str, used: set[str]) -> np.ndarray
     return arrays[key]
 
 
+def _float32(value: np.ndarray, key: str) -> np.ndarray:
+    if value.dtype != np.float32:
+        raise ValueError(f"tensor {key} must be float32, is {value.dtype}")
+    return value.copy()  # writable, owned by the model
+
+
 def _one(arrays: dict[str, np.ndarray], key: str, used: set[str]) -> float:
     value = _take(arrays, key, used)
     if value.dtype != np.float32 or value.size != 1 or not np.isfinite(value).all():
@@ -310,9 +317,7 @@ def _load_float_parts(model: nn.Module, arrays: dict[str, np.ndarray], used: set
     state = {}
     for key, value in arrays.items():
         if key not in used:
-            if value.dtype != np.float32:
-                raise ValueError(f"tensor {key} must be float32, is {value.dtype}")
-            state[key] = torch.from_numpy(value.copy())
+            state[key] = torch.from_numpy(_float32(value, key))
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # a tensor of the wrong shape

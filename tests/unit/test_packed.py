@@ -194,6 +194,7 @@ BAD_HEADERS = {
     "scheme": (lambda h: h.update(scheme="pot"), "level tables differ"),
     "arch": (lambda h: h.update(arch="resnet32"), "layers are not those of the model"),
     "shape": (lambda h: h["layers"]["fc"].update(shape=[12, 64]), "layer fc has shape"),
+    "kind": (lambda h: h["layers"]["fc"].pop("kind"), "header field 'layers'"),
 }
 
 
