@@ -18,7 +18,7 @@ from .datasets import dataset_names
 from .layout import MANIFEST
 from .models import ARCHS
 from .quant.convert import FIRST_LAST_POLICIES, first_and_last
-from .quant.packed import ARITHMETICS
+from .quant.packed import ARITHMETICS, PackedQuantConv2d
 from .quant.levels import MAX_BITS, MIN_BITS, check_k
 from .quant.schemes import APOT, FLOAT_BITS, MODEL_BITS, levels, scheme_names
 from .stopping import Stopped
@@ -186,7 +186,7 @@ def _layer_arithmetic(model) -> dict[str, int]:
     """How many quantized layers computed in each arithmetic (apot.quant.packed)."""
     counts: dict[str, int] = {}
     for module in model.modules():
-        if hasattr(module, "arithmetic"):
+        if isinstance(module, PackedQuantConv2d):
             counts[module.arithmetic] = counts.get(module.arithmetic, 0) + 1
     return counts
 
