@@ -95,6 +95,13 @@ def run_cost(path):
     return LAYOUT.run_file(path, RUN_COST)
 
 
+def best_model_args(run):
+    """The apot flags naming a trained run's model and its best weights (apot cost, export)."""
+    return ["--arch", run.arch, "--bits", run.bits, "--scheme", run.train["scheme"],
+            "--k", run.train["k"], "--first-last", run.train["first_last"],
+            "--checkpoint", LAYOUT.run_file(run.path, BEST)]
+
+
 def run_packed(path):
     return LAYOUT.run_file(path, PACKED)
 
@@ -112,9 +119,7 @@ PACKED_CHECK_PER_CLASS = 10
 def export_args(run):
     """apot export flags of one trained run: its model, its best weights, where to write, and
     the data its packed file is checked on."""
-    args = ["--arch", run.arch, "--bits", run.bits, "--scheme", run.train["scheme"],
-            "--k", run.train["k"], "--first-last", run.train["first_last"],
-            "--checkpoint", LAYOUT.run_file(run.path, BEST), "--out", run_packed(run.path),
+    args = [*best_model_args(run), "--out", run_packed(run.path),
             "--result", run_packed_result(run.path), "--verify-data", data_dir(run.data),
             "--verify-limit-per-class", PACKED_CHECK_PER_CLASS]
     return " ".join(shlex.quote(str(a)) for a in args)
@@ -122,10 +127,7 @@ def export_args(run):
 
 def cost_args(run):
     """apot cost flags of one trained run: its model, its best weights, where to write."""
-    args = ["--arch", run.arch, "--bits", run.bits, "--scheme", run.train["scheme"],
-            "--k", run.train["k"], "--first-last", run.train["first_last"],
-            "--checkpoint", LAYOUT.run_file(run.path, BEST), "--layers",
-            "--out", run_cost(run.path)]
+    args = [*best_model_args(run), "--layers", "--out", run_cost(run.path)]
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
