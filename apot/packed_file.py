@@ -31,7 +31,7 @@ from .errors import UserError
 from .layout import file_sha256, write_bytes_atomic
 from .quant.convert import FIRST_LAST_POLICIES
 from .quant.levels import check_k
-from .quant.packed import code_table, pack_model, unpack_model
+from .quant.packed import QUANT_CONV, code_table, pack_model, unpack_model
 from .quant.schemes import MODEL_BITS, scheme_names
 
 FORMAT, VERSION = "apot-packed", 1
@@ -78,9 +78,9 @@ def export_packed(model: nn.Module, description: dict, num_classes: int, source:
             "checkpoint": str(source), "checkpoint_sha256": header["source"]["sha256"],
             "out": str(out), "packed_bytes": packed_bytes, "float32_bytes": float_bytes,
             "size_ratio": round(packed_bytes / float_bytes, 4),
-            "quantized_layers": sum(r["kind"] == "quant_conv" for r in layers.values()),
+            "quantized_layers": sum(r["kind"] == QUANT_CONV for r in layers.values()),
             "quantized_weights": sum(int(np.prod(r["shape"])) for r in layers.values()
-                                     if r["kind"] == "quant_conv")}
+                                     if r["kind"] == QUANT_CONV)}
 
 
 def read_packed(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
