@@ -195,6 +195,7 @@ def cmd_export(args: argparse.Namespace) -> dict:
     from .models import load_model
     from .packed_file import export_packed
     from .threads import use_threads
+    _fill_export_flags(args)
     check_output_file(args.out)
     check_output_file(args.result)
     use_threads(args.threads)
@@ -207,6 +208,34 @@ def cmd_export(args: argparse.Namespace) -> dict:
     if args.result is not None:
         _write_json(args.result, result)
     return result
+
+
+# apot export's settings, each a flag; with --study and --run the study file gives them all.
+EXPORT_FLAGS = ("arch", "bits", *EVAL_MODEL_DEFAULTS, "checkpoint", "out", "result",
+                "verify_data", "verify_limit_per_class")
+EXPORT_PATH_FLAGS = ("checkpoint", "out", "result", "verify_data")
+REQUIRED_EXPORT_FLAGS = ("arch", "bits", "checkpoint", "out")
+
+
+def _fill_export_flags(args: argparse.Namespace) -> None:
+    """apot export's settings: a workflow job's from the study file (--study --run,
+    apot.study.export_settings), otherwise the flags with their defaults."""
+    given = [name for name in EXPORT_FLAGS if getattr(args, name) is not None]
+    if args.study or args.run_path:
+        from .study import export_settings
+        if given:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+            raise UserError(f"{flags}: the study file defines the export; leave them out, or "
+                            f"give every setting without --study")
+        for name, value in export_settings(*study_run(args)).items():
+            setattr(args, name, Path(value) if name in EXPORT_PATH_FLAGS else value)
+        return
+    missing = [f"--{name}" for name in REQUIRED_EXPORT_FLAGS if getattr(args, name) is None]
+    if missing:
+        raise UserError(f"give {', '.join(missing)}, or the run's --study file and --run")
+    for field, default in EVAL_MODEL_DEFAULTS.items():
+        if getattr(args, field) is None:
+            setattr(args, field, default)
 
 
 def _description(args: argparse.Namespace) -> dict:
@@ -358,19 +387,25 @@ def cmd_train(args: argparse.Namespace) -> dict:
 def study_run_settings(args: argparse.Namespace, given: dict) -> dict:
     """A workflow job's settings: the run ``--run`` of the study file ``--study``
     (apot.study.train_settings), plus the flags that say where it runs."""
-    from .layout import ResultsLayout
-    from .study import find_run, train_settings
+    from .study import train_settings
     from .train import RUNTIME_FIELDS
-    if not (args.study and args.run_path):
-        raise UserError("--study and --run go together: the study file the Snakefile writes "
-                        "and a run folder under its runs/")
     defining = [f"--{name.replace('_', '-')}" for name in given if name not in RUNTIME_FIELDS]
     if defining:
         raise UserError(f"{', '.join(defining)}: the study file defines the run; leave them "
                         f"out, or give every setting without --study")
+    return {**train_settings(*study_run(args)), **given}
+
+
+def study_run(args: argparse.Namespace) -> tuple:
+    """(run, results layout) of a workflow job: the run ``--run`` of the study file
+    ``--study``, whose folder holds the preset's results."""
+    from .layout import ResultsLayout
+    from .study import find_run
+    if not (args.study and args.run_path):
+        raise UserError("--study and --run go together: the study file the Snakefile writes "
+                        "and a run folder under its runs/")
     config = read_study(args.study)["config"]
-    layout = ResultsLayout(args.study.parent.as_posix())
-    return {**train_settings(find_run(config, args.run_path), layout), **given}
+    return find_run(config, args.run_path), ResultsLayout(args.study.parent.as_posix())
 
 
 # TrainConfig field -> (type, help); defaults come from TrainConfig itself.
@@ -494,17 +529,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a quantized checkpoint as a packed model (integer "
                                       "codes, safetensors); prints its size against float32")
-    p.add_argument("--arch", choices=list(ARCHS), required=True)
-    p.add_argument("--bits", type=lambda t: _bits(t, False), required=True,
+    p.add_argument("--study", type=Path, default=None,
+                   help="a workflow job: the study file the Snakefile writes "
+                        "(results/<preset>/study.json), with --run; it gives every setting but "
+                        "--threads: the run's best.pt, written as its packed.safetensors and "
+                        "packed.json, checked on the first test images of each class of its "
+                        "data)")
+    p.add_argument("--run", dest="run_path", default=None,
+                   help="a quantized run's folder under the study's runs/ (with --study)")
+    p.add_argument("--arch", choices=list(ARCHS), default=None,
+                   help="(required without --study)")
+    p.add_argument("--bits", type=lambda t: _bits(t, False), default=None,
                    help=f"weight/activation bits of the inner layers ({MODEL_BITS[0]}.."
-                        f"{MODEL_BITS[-1]})")
-    p.add_argument("--scheme", choices=scheme_names(), default=APOT)
-    p.add_argument("--k", type=_base_bits, default=2, help="APoT base bit-width (default 2)")
-    p.add_argument("--first-last", choices=FIRST_LAST_POLICIES, default="8bit",
+                        f"{MODEL_BITS[-1]}; required without --study)")
+    p.add_argument("--scheme", choices=scheme_names(), default=None,
+                   help=f"(default {APOT})")
+    p.add_argument("--k", type=_base_bits, default=None, help="APoT base bit-width (default 2)")
+    p.add_argument("--first-last", choices=FIRST_LAST_POLICIES, default=None,
                    help="first conv / last linear: the authors' 8-bit weights (default) or float")
-    p.add_argument("--checkpoint", type=Path, required=True,
-                   help="a quantized checkpoint (a run's best.pt, or the authors' file)")
-    p.add_argument("--out", type=Path, required=True, help="the packed file to write")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="a quantized checkpoint (a run's best.pt, or the authors' file; "
+                        "required without --study)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the packed file to write (required without --study)")
     p.add_argument("--result", type=Path, default=None,
                    help="also write the printed JSON to this file")
     p.add_argument("--verify-data", type=Path, default=None,

@@ -31,7 +31,7 @@ from typing import Any
 
 from .datasets import ARCHIVE, FOLDER, get_dataset, study_datasets
 from .errors import UserError
-from .layout import BEST, MANIFEST, ResultsLayout
+from .layout import BEST, MANIFEST, PACKED, PACKED_RESULT, ResultsLayout
 from .quant.schemes import APOT, FLOAT, FLOAT_BITS, ablation_schemes
 from .sources import (TORCHVISION_HOST, TORCHVISION_URL, TORCHVISION_WEIGHTS, mirror_folder,
                       torch_hub_checkpoints)
@@ -158,6 +158,23 @@ def train_settings(run: RunSpec, layout: ResultsLayout) -> dict[str, Any]:
     if init is not None:
         settings["init"] = init
     return settings
+
+
+# A workflow export checks its packed file on this many test images of each class: it compares
+# logits, which any image does; the full test split of ImageNet would take a CPU an hour.
+PACKED_CHECK_PER_CLASS = 10
+
+
+def export_settings(run: RunSpec, layout: ResultsLayout) -> dict[str, Any]:
+    """``apot export``'s settings of one trained quantized run: its model and best weights,
+    the packed file and result to write, and the data the file is checked on."""
+    return {"arch": run.arch, "bits": run.bits, "scheme": run.train["scheme"],
+            "k": run.train["k"], "first_last": run.train["first_last"],
+            "checkpoint": layout.run_file(run.path, BEST),
+            "out": layout.run_file(run.path, PACKED),
+            "result": layout.run_file(run.path, PACKED_RESULT),
+            "verify_data": layout.data_dir(run.data),
+            "verify_limit_per_class": PACKED_CHECK_PER_CLASS}
 
 
 def find_run(config: dict, path: str) -> RunSpec:

@@ -16,8 +16,8 @@ from apot.quant.schemes import FLOAT, FLOAT_BITS, MODEL_BITS
 from apot.sources import mirror_folder
 from apot.study import AUTHORS_BITS as AUTHORS_BITS_ALL
 from apot.study import (AUTHORS_ARCH, authors_checkpoints, check_config, check_data,
-                        check_starts, data_sources, dataset_of, expand_runs, result_config,
-                        start_file, start_path, train_settings)
+                        check_starts, data_sources, dataset_of, expand_runs, export_settings,
+                        result_config, start_file, start_path, train_settings)
 
 PRESET = config["preset"]
 LAYOUT = ResultsLayout.of_preset(PRESET)
@@ -95,13 +95,6 @@ def run_cost(path):
     return LAYOUT.run_file(path, RUN_COST)
 
 
-def best_model_args(run):
-    """The apot flags naming a trained run's model and its best weights (apot cost, export)."""
-    return ["--arch", run.arch, "--bits", run.bits, "--scheme", run.train["scheme"],
-            "--k", run.train["k"], "--first-last", run.train["first_last"],
-            "--checkpoint", LAYOUT.run_file(run.path, BEST)]
-
-
 def run_packed(path):
     return LAYOUT.run_file(path, PACKED)
 
@@ -110,24 +103,19 @@ def run_packed_result(path):
     return LAYOUT.run_file(path, PACKED_RESULT)
 
 
-# The packed model's check reads this many test images of each class (apot export
-# --verify-limit-per-class): it compares logits, which any image does; the full test split of
-# ImageNet would take a CPU an hour.
-PACKED_CHECK_PER_CLASS = 10
-
-
-def export_args(run):
-    """apot export flags of one trained run: its model, its best weights, where to write, and
-    the data its packed file is checked on."""
-    args = [*best_model_args(run), "--out", run_packed(run.path),
-            "--result", run_packed_result(run.path), "--verify-data", data_dir(run.data),
-            "--verify-limit-per-class", PACKED_CHECK_PER_CLASS]
-    return " ".join(shlex.quote(str(a)) for a in args)
+def export_settings_of(wildcards):
+    """Params of an export job: its apot export settings (apot.study.export_settings). The job
+    reads them from the study file (apot export --study --run); stated here too, so that a
+    change to them makes Snakemake run it again."""
+    return export_settings(run_of(wildcards), LAYOUT)
 
 
 def cost_args(run):
     """apot cost flags of one trained run: its model, its best weights, where to write."""
-    args = [*best_model_args(run), "--layers", "--out", run_cost(run.path)]
+    args = ["--arch", run.arch, "--bits", run.bits, "--scheme", run.train["scheme"],
+            "--k", run.train["k"], "--first-last", run.train["first_last"],
+            "--checkpoint", LAYOUT.run_file(run.path, BEST), "--layers",
+            "--out", run_cost(run.path)]
     return " ".join(shlex.quote(str(a)) for a in args)
 
 

@@ -1,7 +1,9 @@
 # Stage: packed models. Every quantized run's best weights are written as integer codes
 # (apot export: runs/<run>/packed.safetensors), and the file is read back and checked against
 # the checkpoint on the first test images of each class of the run's data: the same logits
-# (levels arithmetic). packed.json holds the sizes and the check; the report lists them.
+# (levels arithmetic). packed.json holds the sizes and the check; the report lists them. As a
+# training job, apot export reads the run's settings from the study file
+# (apot.study.export_settings), which keeps the command short.
 
 
 rule export_packed:
@@ -12,7 +14,7 @@ rule export_packed:
         packed=run_packed("{run}"),
         result=run_packed_result("{run}"),
     params:
-        args=lambda w: export_args(run_of(w)),
+        settings=export_settings_of,
     wildcard_constraints:
         run=QUANTIZED_PATTERN,
     log:
@@ -22,4 +24,5 @@ rule export_packed:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{APOT} export {params.args} --threads {threads} > {log} 2>&1"
+        "{APOT} export --study {STUDY_FILE} --run {wildcards.run:q} --threads {threads} "
+        "> {log} 2>&1"

@@ -1,5 +1,6 @@
 """The results layout and the study file: one statement of where results live, a study file
-rewritten only when it changes, and `apot train --study --run` resolving a run from it."""
+rewritten only when it changes, and `apot train --study --run` and `apot export --study --run`
+resolving a run from it."""
 from __future__ import annotations
 
 import copy
@@ -11,8 +12,11 @@ import pytest
 import yaml
 
 from apot.cli import main
-from apot.layout import BEST, METRICS, ResultsLayout, write_text_if_changed
-from apot.study import expand_runs, train_settings, validate_config
+from apot.layout import (BEST, METRICS, PACKED, PACKED_RESULT, ResultsLayout,
+                         write_text_if_changed)
+from apot.quant.schemes import FLOAT
+from apot.study import (PACKED_CHECK_PER_CLASS, expand_runs, export_settings, train_settings,
+                        validate_config)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -82,6 +86,52 @@ def test_train_names_a_run_the_study_does_not_have(study_file, capsys):
 def test_train_without_a_study_names_the_missing_flags(capsys):
     assert main(["train", "--arch", "resnet20", "--data", "d"]) == 2
     assert "give --out, --epochs, or the run's --study file and --run" in capsys.readouterr().err
+
+
+def test_an_export_is_of_the_run_folder_its_model_and_its_data():
+    layout = ResultsLayout.of_preset("smoke")
+    config = validate_config(copy.deepcopy(CONFIG) | {"preset": "smoke"})
+    run = next(run for run in expand_runs(config) if run.scheme != FLOAT)
+    settings = export_settings(run, layout)
+    folder = f"results/smoke/runs/{run.path}"
+    assert (settings["checkpoint"], settings["out"], settings["result"]) == (
+        f"{folder}/{BEST}", f"{folder}/{PACKED}", f"{folder}/{PACKED_RESULT}")
+    assert settings["verify_data"] == f"results/smoke/data/{run.data}"
+    assert settings["verify_limit_per_class"] == PACKED_CHECK_PER_CLASS
+    assert (settings["arch"], settings["bits"]) == (run.arch, run.bits)
+    assert {settings[key] for key in ("scheme", "k", "first_last")} == {
+        run.train[key] for key in ("scheme", "k", "first_last")}
+
+
+def test_export_resolves_its_run_from_the_study_file(study_file, capsys):
+    path, runs = study_file
+    run = next(run for run in runs if run.scheme != FLOAT)
+    Path(f"results/smoke/runs/{run.path}").mkdir(parents=True)
+    assert main(["export", "--study", str(path), "--run", run.path]) == 2
+    # the checkpoint it looked for is the run's best weights, under the study file's folder
+    assert (f"checkpoint results/smoke/runs/{run.path}/{BEST} does not exist"
+            in capsys.readouterr().err)
+    assert not Path(f"results/smoke/runs/{run.path}/{PACKED}").exists()
+
+
+@pytest.mark.parametrize("extra, wanted", [
+    (["--bits", "4"], "--bits: the study file defines the export"),
+    (["--out", "x.safetensors", "--k", "1"], "--k, --out: the study file defines the export"),
+    (["--no-study"], "--study and --run go together"),
+])
+def test_export_with_a_study_file_refuses_what_does_not_fit(study_file, capsys, extra, wanted):
+    path, runs = study_file
+    run = next(run for run in runs if run.scheme != FLOAT)
+    args = ["--run", run.path] if extra == ["--no-study"] else [
+        "--study", str(path), "--run", run.path, *extra]
+    assert main(["export", *args]) == 2
+    assert wanted in capsys.readouterr().err
+
+
+def test_export_without_a_study_names_the_missing_flags(capsys):
+    assert main(["export", "--arch", "resnet20", "--out", "x.safetensors"]) == 2
+    assert ("give --bits, --checkpoint, or the run's --study file and --run"
+            in capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("content, wanted", [
