@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import cpu_fused
+from . import cpu_fused, cuda_fused
 from .schemes import get_scheme, magnitude_levels
 
 _MAX_BUCKETS = 1 << 18
@@ -222,6 +222,8 @@ def quantize_activation(x: torch.Tensor, alpha: torch.Tensor, project: Projector
     """Value of the activation quantizer without autograd bookkeeping (evaluation)."""
     if cpu_fused.usable(x, project):
         return cpu_fused.activation_forward(_dense(x), alpha, project.table)[0]
+    if cuda_fused.usable(x, project):
+        return cuda_fused.activation_forward(_dense(x), alpha, project.table)[0]
     return project((x / alpha).clamp_(max=1)).mul_(alpha)
 
 
@@ -230,11 +232,14 @@ def activation_parts(x: torch.Tensor, alpha: torch.Tensor, project: Projector) -
 
     inside: 1.0 where x / alpha <= 1, else 0.0 (NaN included); d output / d alpha:
     Pi(x/alpha) - x/alpha inside, 1 elsewhere. On the CPU one fused loop computes all three
-    (``cpu_fused``); these torch operations are its reference, bit for bit.
+    (``cpu_fused``), on CUDA one fused kernel (``cuda_fused``); these torch operations are
+    their reference, bit for bit.
     """
     x = _dense(x)  # element-wise ops keep x's memory format
     if cpu_fused.usable(x, project):
         return cpu_fused.activation_forward(x, alpha, project.table)
+    if cuda_fused.usable(x, project):
+        return cuda_fused.activation_forward(x, alpha, project.table)
     # Buffers are reused in place where the math allows: every fresh activation-sized tensor
     # costs memory traffic, and this runs on every quantized layer.
     scaled = x / alpha

@@ -1,5 +1,4 @@
 """The fused CPU loop of the activation quantizer equals the torch operations bit for bit."""
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -15,26 +14,13 @@ from apot.quant.functional import (
 )
 from apot.quant.schemes import magnitude_levels
 
+from activations import awkward_inputs
+
 
 def torch_path(monkeypatch, fn, *args):
     with monkeypatch.context() as patch:
         patch.setattr(cpu_fused, "AVAILABLE", False)
         return fn(*args)
-
-
-def awkward_inputs(projector: Projector, alpha: float, shape=(4, 8, 6, 6)) -> torch.Tensor:
-    """Random activations plus every decision threshold (times alpha) and its neighbours,
-    NaN, infinities, negatives and signed zeros."""
-    gen = torch.Generator().manual_seed(0)
-    t = projector.table.thresholds * alpha
-    special = torch.tensor([float("nan"), float("inf"), -float("inf"), -1.0, -0.0, 0.0, alpha,
-                            alpha * 2])
-    edges = torch.cat([t, torch.nextafter(t, torch.tensor(np.inf)),
-                       torch.nextafter(t, torch.tensor(-np.inf)), special])
-    x = (torch.randn(shape, generator=gen) * alpha).relu()
-    flat = x.view(-1)
-    flat[:edges.numel()] = edges
-    return x
 
 
 @pytest.mark.parametrize("scheme", ["apot", "pot"])
