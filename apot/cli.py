@@ -534,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(results/<preset>/study.json), with --run; it gives every setting but "
                         "--threads: the run's best.pt, written as its packed.safetensors and "
                         "packed.json, checked on the first test images of each class of its "
-                        "data)")
+                        "data")
     p.add_argument("--run", dest="run_path", default=None,
                    help="a quantized run's folder under the study's runs/ (with --study)")
     p.add_argument("--arch", choices=list(ARCHS), default=None,
