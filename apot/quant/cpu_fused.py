@@ -24,8 +24,7 @@ AVAILABLE = numba is not None
 def usable(x: torch.Tensor, projector) -> bool:
     """Whether the fused loop can quantize ``x`` with ``projector`` (else: the torch path)."""
     return (AVAILABLE and x.device.type == "cpu" and x.dtype == torch.float32
-            and not projector.rounds and not projector.bruteforce
-            and projector.table.shift is not None)
+            and projector.fusable)
 
 
 if AVAILABLE:

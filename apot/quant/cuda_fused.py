@@ -42,13 +42,13 @@ def available() -> bool:
 
 def usable(x: torch.Tensor, projector) -> bool:
     """Whether the fused kernel can quantize ``x`` with ``projector`` (else: the torch path)."""
-    return (x.is_cuda and ENABLED and x.dtype == torch.float32 and not projector.rounds
-            and not projector.bruteforce and projector.table.shift is not None and available())
+    return (x.is_cuda and ENABLED and x.dtype == torch.float32 and projector.fusable
+            and available())
 
 
 def build_kernel():
-    """The Triton kernel, compiled for the GPU, or run by Triton's interpreter on any tensor
-    when ``TRITON_INTERPRET=1`` is set at this call (tests)."""
+    """The Triton kernel, compiled for the GPU; or run by Triton's interpreter on any tensor,
+    when ``TRITON_INTERPRET=1`` is set both here and when it is launched (tests)."""
     import triton
     import triton.language as tl
 

@@ -208,6 +208,12 @@ class Projector:
         self.bruteforce = bruteforce
         self.table = LevelTable(magnitudes)
 
+    @property
+    def fusable(self) -> bool:
+        """Whether a fused kernel (``cpu_fused``, ``cuda_fused``) can project for it: a table
+        with buckets, not the rounding formula, the brute-force reference or bucketize."""
+        return not self.rounds and not self.bruteforce and self.table.shift is not None
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.float32:  # the table works on float32 bit patterns
             return self(x.float()).to(x.dtype)

@@ -2,6 +2,9 @@
 bit. On the CPU it runs under Triton's interpreter (TRITON_INTERPRET=1), which executes the same
 kernel with NumPy: that checks its logic, not the GPU's code generation, which the tests marked
 cuda check where a GPU is present (bench/gpu_check.sh)."""
+import os
+from unittest import mock
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -25,11 +28,12 @@ needs_triton = pytest.mark.skipif(not cuda_fused.available(),
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 
-@pytest.fixture
-def interpreted(monkeypatch):
-    """The kernel as Triton's interpreter runs it, on CPU tensors."""
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    return cuda_fused.build_kernel()
+def interpreted_forward(x, alpha, table) -> tuple:
+    """``cuda_fused.activation_forward`` with the kernel run by Triton's interpreter, on CPU
+    tensors. Triton reads the variable when the kernel is built and again when it is
+    launched."""
+    with mock.patch.dict(os.environ, {"TRITON_INTERPRET": "1"}):
+        return cuda_fused.activation_forward(x, alpha, table, kernel=cuda_fused.build_kernel())
 
 
 def torch_path(monkeypatch, fn, *args):
@@ -50,8 +54,7 @@ def assert_same(ours, reference, x):
 @pytest.mark.parametrize("scheme", ["apot", "pot"])
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 8])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_kernel_equals_torch_ops_bit_for_bit(monkeypatch, interpreted, scheme, bits,
-                                             channels_last):
+def test_kernel_equals_torch_ops_bit_for_bit(monkeypatch, scheme, bits, channels_last):
     projector = shared_projector(scheme, bits)
     if projector.table.shift is None:
         pytest.skip("no bucket table for this set (torch's bucketize fallback)")
@@ -59,7 +62,7 @@ def test_kernel_equals_torch_ops_bit_for_bit(monkeypatch, interpreted, scheme, b
     x = awkward_inputs(projector, 2.7, shape=(4, 8, 9, 9))  # 2,592: three programs, one partial
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    ours = cuda_fused.activation_forward(x, alpha, projector.table, kernel=interpreted)
+    ours = interpreted_forward(x, alpha, projector.table)
     assert_same(ours, torch_path(monkeypatch, activation_parts, x, alpha, projector), x)
 
 
@@ -68,16 +71,10 @@ def test_kernel_equals_torch_ops_bit_for_bit(monkeypatch, interpreted, scheme, b
 @given(alpha=st.floats(0.0625, 16.0, width=32), scale=st.floats(0.01, 30.0),
        bits=st.sampled_from([2, 3, 4, 5]), seed=st.integers(0, 2**16))
 def test_kernel_equals_torch_for_any_alpha(alpha, scale, bits, seed):
-    import os
     projector = shared_projector("apot", bits)
     x = torch.randn(3000, generator=torch.Generator().manual_seed(seed)).mul(scale).relu()
     alpha_t = torch.tensor(alpha)
-    os.environ["TRITON_INTERPRET"] = "1"  # hypothesis runs outside function-scoped fixtures
-    try:
-        kernel = cuda_fused.build_kernel()
-    finally:
-        del os.environ["TRITON_INTERPRET"]
-    ours = cuda_fused.activation_forward(x, alpha_t, projector.table, kernel=kernel)
+    ours = interpreted_forward(x, alpha_t, projector.table)
     cpu_fused.AVAILABLE = False
     try:
         reference = activation_parts(x, alpha_t, projector)
@@ -87,10 +84,9 @@ def test_kernel_equals_torch_for_any_alpha(alpha, scale, bits, seed):
 
 
 @needs_triton
-def test_an_empty_tensor_launches_nothing(interpreted):
+def test_an_empty_tensor_launches_nothing():
     projector = shared_projector("apot", 4)
-    out = cuda_fused.activation_forward(torch.empty(0, 3), torch.tensor(1.0), projector.table,
-                                        kernel=interpreted)
+    out = interpreted_forward(torch.empty(0, 3), torch.tensor(1.0), projector.table)
     assert [t.shape for t in out] == [torch.Size([0, 3])] * 3
 
 
