@@ -165,12 +165,18 @@ def train_settings(run: RunSpec, layout: ResultsLayout) -> dict[str, Any]:
 PACKED_CHECK_PER_CLASS = 10
 
 
+def best_model_settings(run: RunSpec, layout: ResultsLayout) -> dict[str, Any]:
+    """The model of one trained run and its best weights: the settings ``apot cost`` and
+    ``apot export`` read a run's model with."""
+    return {"arch": run.arch, "bits": run.bits, "scheme": run.train["scheme"],
+            "k": run.train["k"], "first_last": run.train["first_last"],
+            "checkpoint": layout.run_file(run.path, BEST)}
+
+
 def export_settings(run: RunSpec, layout: ResultsLayout) -> dict[str, Any]:
     """``apot export``'s settings of one trained quantized run: its model and best weights,
     the packed file and result to write, and the data the file is checked on."""
-    return {"arch": run.arch, "bits": run.bits, "scheme": run.train["scheme"],
-            "k": run.train["k"], "first_last": run.train["first_last"],
-            "checkpoint": layout.run_file(run.path, BEST),
+    return {**best_model_settings(run, layout),
             "out": layout.run_file(run.path, PACKED),
             "result": layout.run_file(run.path, PACKED_RESULT),
             "verify_data": layout.data_dir(run.data),

@@ -10,14 +10,15 @@ from snakemake.exceptions import WorkflowError
 
 from apot.errors import UserError
 from apot.integrity import check_prepared, check_run
-from apot.layout import (BEST, METRICS, PACKED, PACKED_RESULT, RUN_COST, ResultsLayout,
+from apot.layout import (METRICS, PACKED, PACKED_RESULT, RUN_COST, ResultsLayout,
                          write_text_if_changed)
 from apot.quant.schemes import FLOAT, FLOAT_BITS, MODEL_BITS
 from apot.sources import mirror_folder
 from apot.study import AUTHORS_BITS as AUTHORS_BITS_ALL
 from apot.study import (AUTHORS_ARCH, authors_checkpoints, check_config, check_data,
-                        check_starts, data_sources, dataset_of, expand_runs, export_settings,
-                        result_config, start_file, start_path, train_settings)
+                        best_model_settings, check_starts, data_sources, dataset_of,
+                        expand_runs, export_settings, result_config, start_file, start_path,
+                        train_settings)
 
 PRESET = config["preset"]
 LAYOUT = ResultsLayout.of_preset(PRESET)
@@ -112,10 +113,9 @@ def export_settings_of(wildcards):
 
 def cost_args(run):
     """apot cost flags of one trained run: its model, its best weights, where to write."""
-    args = ["--arch", run.arch, "--bits", run.bits, "--scheme", run.train["scheme"],
-            "--k", run.train["k"], "--first-last", run.train["first_last"],
-            "--checkpoint", LAYOUT.run_file(run.path, BEST), "--layers",
-            "--out", run_cost(run.path)]
+    args = [part for name, value in best_model_settings(run, LAYOUT).items()
+            for part in (f"--{name.replace('_', '-')}", value)]
+    args += ["--layers", "--out", run_cost(run.path)]
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
