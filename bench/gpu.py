@@ -39,6 +39,7 @@ import yaml
 from apot.gpu_hours import (FLOAT_KIND, QUANTIZED_KIND, best_jobs_per_gpu, gpu_hours,
                             planned_epochs)
 from apot.layout import BEST, HISTORY
+from apot.quant.schemes import FLOAT_BITS
 from apot.study import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def train_command(args, arch: str, kind: str, out: Path, init: Path | None) -> l
     if kind == QUANTIZED_KIND:
         command += ["--bits", QUANTIZED_BITS, "--lr", 0.04, "--weight-decay", 1e-4,
                     "--init", init]
-    return command
+    return list(map(str, command))
 
 
 def epoch_seconds(args, arch: str, kind: str) -> tuple[float, float]:
@@ -84,7 +85,7 @@ def epoch_seconds(args, arch: str, kind: str) -> tuple[float, float]:
     init = Path(args.work) / f"{arch}-{FLOAT_KIND}" / BEST
     run(train_command(args, arch, kind, out, init))
     train_s = float(last_epoch(out)["epoch_seconds"])
-    bits = QUANTIZED_BITS if kind == QUANTIZED_KIND else 32
+    bits = QUANTIZED_BITS if kind == QUANTIZED_KIND else FLOAT_BITS
     evaluated = json.loads(run(apot("eval", "--arch", arch, "--bits", bits, "--checkpoint",
                                     out / BEST, "--data", args.data, "--device", args.device,
                                     "--threads", THREADS_PER_JOB)))
@@ -96,8 +97,7 @@ def shared_throughput(args, jobs: int) -> float:
     last epochs."""
     init = Path(args.work) / f"{SHARED_ARCH}-{FLOAT_KIND}" / BEST
     outs = [Path(args.work) / f"jobs{jobs}-{i}" for i in range(jobs)]
-    processes = [subprocess.Popen(list(map(str, train_command(args, SHARED_ARCH, QUANTIZED_KIND,
-                                                              out, init))),
+    processes = [subprocess.Popen(train_command(args, SHARED_ARCH, QUANTIZED_KIND, out, init),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                   cwd=ROOT) for out in outs]
     for process in processes:

@@ -18,8 +18,8 @@ interpreter, without a GPU to compile it on, so CUDA training keeps the torch pa
 GPU check (``bench/gpu_check.sh``, which sets it) has passed on a real GPU.
 
 Tests run this kernel on the CPU too, through Triton's interpreter (``TRITON_INTERPRET=1``,
-``build_kernel``), against the torch path; on a GPU, ``tests/unit/test_cuda.py`` compares the
-compiled kernel.
+``build_kernel``), against the torch path; on a GPU, ``tests/unit/test_cuda_fused.py`` compares
+the compiled kernel too.
 """
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ def activation_forward(x: torch.Tensor, alpha: torch.Tensor, table, kernel=None)
     _, _, bucket_threshold, pair_level, _ = table._tensors(x.device)
     n = x.numel()
     if n:
-        flat = [t.as_strided((n,), (1,)) for t in (x, out, inside, d_alpha)]
+        from .functional import storage_flat  # (functional imports this module)
+        flat = [storage_flat(t) for t in (x, out, inside, d_alpha)]
         grid = ((n + BLOCK - 1) // BLOCK,)
         kernel[grid](flat[0], alpha.detach().reshape(1), bucket_threshold, pair_level, *flat[1:],
                      n, bucket_threshold.numel() - 1, table.shift, BLOCK=BLOCK)
