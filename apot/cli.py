@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -98,6 +99,14 @@ def check_output_file(path: Path | None) -> None:
                         f"create it first")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"--out {path}: folder {folder} is not writable; check its permissions")
+    try:  # a folder can pass those checks and still take no file (/proc, a full disk)
+        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+    except OSError as exc:
+        from .errors import os_error_message
+        raise UserError(f"--out {path}: no file can be created in {folder} "
+                        f"({os_error_message(exc)})") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def cmd_levels(args: argparse.Namespace) -> dict | list:
@@ -119,7 +128,9 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     threads = use_threads(args.threads)
     start = time.perf_counter()
     if args.packed is not None:
+        from .integrity import verify_packed_file
         from .packed_file import load_packed
+        verify_packed_file(args.packed)
         model, header = load_packed(args.packed, args.arithmetic)
         for field in ("arch", "bits", *EVAL_MODEL_DEFAULTS):
             setattr(args, field, header[field])
@@ -222,12 +233,14 @@ def _fill_export_flags(args: argparse.Namespace) -> None:
     apot.study.export_settings), otherwise the flags with their defaults."""
     given = [name for name in EXPORT_FLAGS if getattr(args, name) is not None]
     if args.study or args.run_path:
-        from .study import export_settings
+        from .study import check_trained, export_settings
         if given:
             flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
             raise UserError(f"{flags}: the study file defines the export; leave them out, or "
                             f"give every setting without --study")
-        for name, value in export_settings(*study_run(args)).items():
+        run, layout, _ = study_run(args)
+        check_trained(run, layout, args.study)
+        for name, value in export_settings(run, layout).items():
             setattr(args, name, Path(value) if name in EXPORT_PATH_FLAGS else value)
         return
     missing = [f"--{name}" for name in REQUIRED_EXPORT_FLAGS if getattr(args, name) is None]
@@ -328,23 +341,8 @@ def cmd_cost(args: argparse.Namespace) -> dict:
     return result
 
 
-def read_study(path: Path) -> dict:
-    """The study file the Snakefile writes (results/<preset>/study.json): the resolved config
-    and what was left out. Its config is validated again."""
-    from .study import validate_config
-    try:
-        study = json.loads(path.read_text())
-        study["config"] = validate_config(study["config"])
-    except OSError as exc:
-        raise UserError(f"cannot read --study {path} ({exc.strerror}); the Snakefile writes "
-                        f"it (results/<preset>/study.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise UserError(f"--study {path} is not the study file the Snakefile writes ({exc}); "
-                        f"delete it and run snakemake again") from None
-    return study
-
-
 def cmd_summarize(args: argparse.Namespace) -> dict:
+    from .study import read_study
     from .summary import summarize
     return summarize(read_study(args.study), args.results, args.benchmarks, args.cost)
 
@@ -356,7 +354,7 @@ def cmd_report(args: argparse.Namespace) -> dict:
 
 def cmd_cost_tables(args: argparse.Namespace) -> dict:
     from .cost import cost_tables
-    from .study import expand_runs
+    from .study import expand_runs, read_study
     config = read_study(args.study)["config"]
     check_output_file(args.out)
     preset = config["presets"][config["preset"]]
@@ -386,26 +384,29 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 def study_run_settings(args: argparse.Namespace, given: dict) -> dict:
     """A workflow job's settings: the run ``--run`` of the study file ``--study``
-    (apot.study.train_settings), plus the flags that say where it runs."""
-    from .study import train_settings
+    (apot.study.train_settings), plus the flags that say where it runs. The run it starts
+    from must have completed with the study's settings of it."""
+    from .study import check_parent, train_settings
     from .train import RUNTIME_FIELDS
     defining = [f"--{name.replace('_', '-')}" for name in given if name not in RUNTIME_FIELDS]
     if defining:
         raise UserError(f"{', '.join(defining)}: the study file defines the run; leave them "
                         f"out, or give every setting without --study")
-    return {**train_settings(*study_run(args)), **given}
+    run, layout, config = study_run(args)
+    check_parent(config, run, layout, args.study)
+    return {**train_settings(run, layout), **given}
 
 
 def study_run(args: argparse.Namespace) -> tuple:
-    """(run, results layout) of a workflow job: the run ``--run`` of the study file
-    ``--study``, whose folder holds the preset's results."""
+    """(run, results layout, config) of a workflow job: the run ``--run`` of the study file
+    ``--study``, whose results folder holds the preset's results, and the study's config."""
     from .layout import ResultsLayout
-    from .study import find_run
+    from .study import find_run, read_study
     if not (args.study and args.run_path):
         raise UserError("--study and --run go together: the study file the Snakefile writes "
                         "and a run folder under its runs/")
     config = read_study(args.study)["config"]
-    return find_run(config, args.run_path), ResultsLayout(args.study.parent.as_posix())
+    return find_run(config, args.run_path), ResultsLayout.of_study_file(args.study), config
 
 
 # TrainConfig field -> (type, help); defaults come from TrainConfig itself.
@@ -450,8 +451,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     defaults["milestones"] = [150, 225]
     p.add_argument("--study", type=Path, default=None,
                    help="a workflow job: the study file the Snakefile writes "
-                        "(results/<preset>/study.json), with --run; it gives every setting but "
-                        "--device, --threads and --workers")
+                        "(results/<preset>/studies/<digest>.json), with --run; it gives every "
+                        "setting but --device, --threads and --workers")
     p.add_argument("--run", dest="run_path", default=None,
                    help="the run's folder under the study's runs/ (with --study)")
     # a flag left out is None here: TrainConfig's default, unless the study file gives it
@@ -531,8 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "codes, safetensors); prints its size against float32")
     p.add_argument("--study", type=Path, default=None,
                    help="a workflow job: the study file the Snakefile writes "
-                        "(results/<preset>/study.json), with --run; it gives every setting but "
-                        "--threads: the run's best.pt, written as its packed.safetensors and "
+                        "(results/<preset>/studies/<digest>.json), with --run; it gives every "
+                        "setting but --threads: the run's best.pt, written as its packed.safetensors and "
                         "packed.json, checked on the first test images of each class of its "
                         "data")
     p.add_argument("--run", dest="run_path", default=None,
@@ -616,7 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cost-tables", help="write the report's cost tables for a study")
     p.add_argument("--study", type=Path, required=True,
-                   help="the study file the Snakefile writes (results/<preset>/study.json)")
+                   help="the study file the Snakefile writes "
+                        "(results/<preset>/studies/<digest>.json)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(run=cmd_cost_tables)
 
@@ -627,7 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost", type=Path, default=None,
                    help="cost tables to include (results/<preset>/cost.json)")
     p.add_argument("--study", type=Path, required=True,
-                   help="the study file the Snakefile writes (results/<preset>/study.json)")
+                   help="the study file the Snakefile writes "
+                        "(results/<preset>/studies/<digest>.json)")
     p.set_defaults(run=cmd_summarize)
 
     p = sub.add_parser("report", help="render report.html and report.pdf from summary.json")

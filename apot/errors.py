@@ -1,6 +1,7 @@
 """The exceptions the command line turns into one-line messages: UserError (exit 2) and, for
 operating-system failures, OSError (exit 1, os_error_message)."""
 import errno
+import os
 
 
 class UserError(Exception):
@@ -23,8 +24,17 @@ _OS_HINTS = {
 
 def os_error_message(exc: OSError) -> str:
     """One line for an operating-system failure: the cause, the path and what to do."""
-    cause = (exc.strerror or type(exc).__name__).rstrip(".")
-    cause = cause[:1].lower() + cause[1:]
+    cause = (exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))).rstrip(".")
+    cause = (cause[:1].lower() + cause[1:]) if cause else (
+        f"an operating-system error ({type(exc).__name__}) without a description")
     where = f" ({exc.filename})" if exc.filename else ""
     hint = _OS_HINTS.get(exc.errno)
+    if exc.errno == errno.ENOENT and exc.filename and _folder_exists(exc.filename):
+        # the folder is there, yet the file cannot be made: a virtual file system (/proc,
+        # /sys) or a name the file system refuses
+        hint = "the folder exists but does not take new files: write elsewhere"
     return f"{cause}{where}" + (f"; {hint}" if hint else "")
+
+
+def _folder_exists(filename) -> bool:
+    return os.path.isdir(os.path.dirname(os.path.abspath(os.fsdecode(filename))))

@@ -1,11 +1,15 @@
 """Checks of the files results rely on: a run folder's files against the record its
-metrics.json keeps, a prepared dataset's tensors against its manifest.
+metrics.json keeps, a packed model against the record its packed.json keeps, a prepared
+dataset's tensors against its manifest.
 
 A completed run's metrics.json lists the size and sha256 of checkpoint.pt, best.pt and
 history.csv as they were when it was written. The workflow checks every completed run when it
 starts (rules/common.smk) and redoes one whose files are missing or differ; `apot summarize`
 refuses to aggregate it. Results from before this record (no "files" key) are not checkable
-and are taken as they are.
+and are taken as they are. A packed.json records the size and sha256 of the packed file it
+describes (packed_bytes, packed_sha256): the workflow redoes an export whose file differs, or
+whose record is older than the sha256, and `apot eval --packed` checks a file against the
+packed.json beside it.
 """
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ import json
 import os
 from pathlib import Path
 
-from .layout import BEST, CHECKPOINT, HISTORY, MANIFEST, METRICS, file_sha256
+from .errors import UserError
+from .layout import (BEST, CHECKPOINT, HISTORY, MANIFEST, METRICS, PACKED, PACKED_RESULT,
+                     file_sha256)
 
 RECORDED_FILES = (CHECKPOINT, BEST, HISTORY)  # the run files metrics.json records
 
@@ -61,6 +67,46 @@ def check_run(folder: str | os.PathLike) -> list[str]:
     if not isinstance(metrics, dict) or not isinstance(metrics.get("best_top1"), (int, float)):
         return [f"{METRICS} is not the metrics of a run"]
     return check_files(folder, metrics.get("files") or {})
+
+
+def check_packed(folder: str | os.PathLike) -> list[str]:
+    """Problems of a run folder's packed model against its packed.json (empty: whole, or not
+    exported yet)."""
+    folder = Path(folder)
+    return packed_record_problems(folder / PACKED, folder / PACKED_RESULT) or []
+
+
+def packed_record_problems(packed: str | os.PathLike, record_path: str | os.PathLike
+                           ) -> list[str] | None:
+    """Problems of the packed file ``packed`` against the export record ``record_path`` (an
+    ``apot export --result`` file); None when there is no such record, or it describes
+    another file."""
+    packed, record_path = Path(packed), Path(record_path)
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return [f"{record_path.name} is not JSON"]
+    except OSError as exc:
+        return [f"{record_path.name} cannot be read ({exc.strerror})"]
+    if not isinstance(record, dict) or Path(str(record.get("out"))).name != packed.name:
+        return None
+    if not isinstance(record.get("packed_sha256"), str):
+        return [f"{record_path.name} records no sha256 of {packed.name} (written before apot "
+                f"recorded it)"]
+    return check_files(packed.parent, {packed.name: {"bytes": record.get("packed_bytes"),
+                                                     "sha256": record["packed_sha256"]}})
+
+
+def verify_packed_file(packed: str | os.PathLike) -> None:
+    """UserError when the packed.json beside a packed file records another file than the one
+    there (truncated, a flipped bit, replaced): such a file would evaluate without a sign."""
+    packed = Path(packed)
+    problems = packed_record_problems(packed, packed.parent / PACKED_RESULT)
+    if problems:
+        raise UserError(f"packed file {packed}: {'; '.join(problems)} (against "
+                        f"{packed.parent / PACKED_RESULT}); export it again with apot export")
 
 
 def check_prepared(folder: str | os.PathLike) -> list[str]:

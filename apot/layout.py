@@ -5,7 +5,8 @@ the integrity checks and the summary all build their paths here. No torch: the S
 imports this when it is parsed, and on a cluster every job parses it again.
 
     results/<preset>/
-      study.json                      the resolved study (the Snakefile writes it)
+      studies/<digest>.json           the resolved study of one invocation, named by its
+                                      content (the Snakefile writes it; jobs read it)
       data/<name>/manifest.json       a prepared dataset (apot prepare-data)
       runs/<run>/                     one training run (apot train; <run>: apot.study.run_path)
         checkpoint.pt best.pt history.csv metrics.json cost.json packed.safetensors packed.json
@@ -34,6 +35,9 @@ HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_
 # A new best.pt waits here until the checkpoint that records it is written (apot.train).
 PENDING_BEST = ".best.pt.pending"
 MANIFEST = "manifest.json"  # a prepared dataset's
+# Study files are named by the first hex digits of their content's sha256: a file, once
+# written, never changes, so an invocation (a dry run too) cannot alter what a running job reads.
+STUDIES, STUDY_DIGEST_CHARS = "studies", 16
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,18 @@ class ResultsLayout:
     def benchmarks(self) -> str:
         return f"benchmarks/{self.preset}"
 
+    @classmethod
+    def of_study_file(cls, path: str | os.PathLike) -> "ResultsLayout":
+        """The layout a study file belongs to: results/<preset>/studies/<digest>.json."""
+        return cls(Path(path).parents[1].as_posix())
+
     @property
-    def study(self) -> str:
-        return f"{self.results}/study.json"
+    def studies_dir(self) -> str:
+        return f"{self.results}/{STUDIES}"
+
+    def study_file(self, digest: str) -> str:
+        """The study file whose content's sha256 begins with ``digest``."""
+        return f"{self.studies_dir}/{digest}.json"
 
     @property
     def cost_tables(self) -> str:

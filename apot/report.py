@@ -429,6 +429,11 @@ def read_summary(path: Path) -> dict:
     for key, kind in SUMMARY_OPTIONAL_KEYS.items():
         if summary.get(key) is not None:
             _check_type(summary, key, kind, path)
+    for key in ("runs", "groups"):
+        for index, entry in enumerate(summary[key]):
+            if not isinstance(entry, dict) or not isinstance(entry.get("status"), str):
+                raise UserError(f"{path}: {key}[{index}] has no 'status' (a string): "
+                                f"{NOT_A_SUMMARY}")
     presets = summary["config"].get("presets")
     if not isinstance(presets, dict) or not isinstance(presets.get(summary["preset"]), dict):
         raise UserError(f"{path}: its 'config' has no preset {summary['preset']!r} under "
@@ -446,9 +451,13 @@ def build_report(summary_path: str | Path, out_dir: str | Path) -> dict:
     """Render report.html and report.pdf from summary.json into ``out_dir``."""
     summary_path, out_dir = Path(summary_path), Path(out_dir)
     summary = read_summary(summary_path)
+    try:
+        context = report_context(summary)
+        text = render_html(summary, context)
+    except KeyError as exc:  # an entry the top-level checks cannot see into
+        raise UserError(f"{summary_path}: an entry lacks the field {exc}: {NOT_A_SUMMARY}"
+                        ) from None
     out_dir.mkdir(parents=True, exist_ok=True)
-    context = report_context(summary)
-    text = render_html(summary, context)
     write_text_atomic(out_dir / "report.html", text)
     write_pdf(text, out_dir / "report.pdf")
     # The figures and tables also as files of their own: Snakemake's report (snakemake

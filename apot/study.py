@@ -23,6 +23,9 @@ it); a study reads the prepared dataset named by its ``data`` key (default: its 
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -31,7 +34,8 @@ from typing import Any
 
 from .datasets import ARCHIVE, FOLDER, get_dataset, study_datasets
 from .errors import UserError
-from .layout import BEST, MANIFEST, PACKED, PACKED_RESULT, ResultsLayout
+from .layout import (BEST, MANIFEST, METRICS, PACKED, PACKED_RESULT, STUDIES,
+                     STUDY_DIGEST_CHARS, ResultsLayout, write_text_if_changed)
 from .quant.schemes import APOT, FLOAT, FLOAT_BITS, ablation_schemes
 from .sources import (TORCHVISION_HOST, TORCHVISION_URL, TORCHVISION_WEIGHTS, mirror_folder,
                       torch_hub_checkpoints)
@@ -47,6 +51,13 @@ AUTHORS_ARCH = "resnet20"  # the authors released CIFAR-10 checkpoints of this m
 # Config keys that say how and where the study runs, not what it computes: changing them must
 # not re-run a job, so they stay out of rule params and out of the summary.
 RUNTIME_KEYS = ("device", "train_threads", "mirror", "download_root", "authors_checkpoints")
+# Training settings that name files: a run is keyed on what they hold (the prepared tensors,
+# the --init file's sha256), not on how the path is spelled.
+PATH_SETTINGS = ("out", "data", "init")
+# The Snakefile's study file, for the jobs of a cluster: they parse the workflow again, and
+# read the file the submitting process wrote, not one of their own parse (rules/common.smk).
+STUDY_ENV = "APOT_STUDY_FILE"
+STUDY_FILE_MAX_BYTES = 16 << 20  # a study file is a few kB; more is not one
 
 
 # apot train's settings whose defaults the schema states, for a study: TrainConfig field ->
@@ -183,6 +194,139 @@ def export_settings(run: RunSpec, layout: ResultsLayout) -> dict[str, Any]:
             "verify_limit_per_class": PACKED_CHECK_PER_CLASS}
 
 
+def study_record(config: dict, skipped: dict, skipped_studies: dict, authors_bits: list,
+                 authors_data: str | None) -> dict:
+    """What the jobs of one invocation need to know of it: the resolved config (without
+    RUNTIME_KEYS), the prepared datasets and studies left out (with the reason the report
+    prints), and the authors' checkpoints found and the data they are evaluated on."""
+    return {"config": result_config(config), "skipped": skipped,
+            "skipped_studies": skipped_studies, "authors_bits": authors_bits,
+            "authors_data": authors_data}
+
+
+def study_text(record: dict) -> str:
+    return json.dumps(record, sort_keys=True, indent=1) + "\n"
+
+
+def study_digest(text: str) -> str:
+    """The name of a study file of this content (without .json)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:STUDY_DIGEST_CHARS]
+
+
+def write_study(record: dict, layout: ResultsLayout) -> str:
+    """Write the study file of ``record``, named by its content, and return its path. A file
+    of that name holds that content, so writing it again changes nothing a job reads: another
+    invocation (a dry run, one the workflow's lock refuses) writes a file of another name."""
+    text = study_text(record)
+    path = layout.study_file(study_digest(text))
+    write_text_if_changed(path, text)
+    return path
+
+
+def read_study(path: str | os.PathLike) -> dict:
+    """A study file the Snakefile wrote, checked against its name (UserError otherwise); its
+    config is validated again."""
+    path = Path(path)
+    wanted = f"results/<preset>/{STUDIES}/<digest>.json, written by the Snakefile"
+    if path.parent.name != STUDIES or len(path.stem) != STUDY_DIGEST_CHARS:
+        raise UserError(f"--study {path} is not a study file ({wanted})")
+    try:
+        if path.stat().st_size > STUDY_FILE_MAX_BYTES:
+            raise UserError(f"--study {path} is not a study file: it has "
+                            f"{path.stat().st_size} bytes")
+        text = path.read_bytes().decode()
+    except OSError as exc:
+        raise UserError(f"cannot read --study {path} ({exc.strerror}); run snakemake again, "
+                        f"which writes it") from None
+    except UnicodeDecodeError:
+        text = ""
+    if study_digest(text) != path.stem:
+        raise UserError(f"--study {path} does not hold the content its name records (changed "
+                        f"or damaged since it was written); delete it and run snakemake again")
+    try:
+        study = json.loads(text)
+        study["config"] = validate_config(study["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"--study {path} is not the study file the Snakefile writes ({exc}); "
+                        f"delete it and run snakemake again") from None
+    return study
+
+
+def recorded_differences(run: RunSpec, layout: ResultsLayout, recorded: dict
+                         ) -> dict[str, tuple]:
+    """{setting: (recorded, the study's)} where the config a run recorded (metrics.json's
+    "config") differs from the study's settings of the run. Paths (its data, its start) count
+    by where they point, not how they are spelled; the files behind them are checked by their
+    content elsewhere (apot.integrity, apot.train)."""
+    expected = {"init": None, **train_settings(run, layout)}
+    differ = {}
+    for key, value in expected.items():
+        mine = recorded.get(key)
+        if key == "out":  # the folder the record is in, wherever it was moved
+            continue
+        if not (same_path(mine, value) if key in PATH_SETTINGS else mine == value):
+            differ[key] = (mine, value)
+    return differ
+
+
+def same_path(a: str | None, b: str | None) -> bool:
+    """Whether two spellings name the same path (resolved against this working folder)."""
+    if a is None or b is None:
+        return a == b
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def recorded_config_problem(run: RunSpec, layout: ResultsLayout) -> str | None:
+    """Why a completed run's metrics.json does not hold the run the study defines (None: it
+    does, or the run has not completed)."""
+    path = Path(layout.run_file(run.path, METRICS))
+    try:
+        metrics = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return f"its {METRICS} cannot be read ({exc})"
+    recorded = metrics.get("config") if isinstance(metrics, dict) else None
+    if not isinstance(recorded, dict):
+        return f"its {METRICS} records no config (written before apot recorded it)"
+    differ = recorded_differences(run, layout, recorded)
+    if not differ:
+        return None
+    listed = ", ".join(f"{key} {a!r} there, {b!r} in the study" for key, (a, b) in differ.items())
+    return f"it was trained with other settings than the study's ({listed})"
+
+
+def check_recorded_config(run: RunSpec, layout: ResultsLayout, study: str | os.PathLike) -> None:
+    """UserError naming the run and its differing settings when its recorded config is not the
+    study's: results of two configurations are never mixed."""
+    problem = recorded_config_problem(run, layout)
+    if problem is not None:
+        raise UserError(f"run {run.path}: {problem}, --study {study}; run snakemake again: it "
+                        f"trains the run again with the study's settings")
+
+
+def check_trained(run: RunSpec, layout: ResultsLayout, study: str | os.PathLike) -> None:
+    """UserError unless ``run`` completed, its files are whole, and it was trained with the
+    study's settings: what a job that reads a trained run (an export) needs."""
+    from .integrity import check_run
+
+    if not Path(layout.run_file(run.path, METRICS)).is_file():
+        raise UserError(f"run {run.path} has not completed (no {METRICS}): train it first "
+                        f"(snakemake trains every run before what reads it)")
+    problems = check_run(layout.run_dir(run.path))
+    if problems:
+        raise UserError(f"run {run.path}: {'; '.join(problems)}; run snakemake again: it "
+                        f"trains the run again")
+    check_recorded_config(run, layout, study)
+
+
+def check_parent(config: dict, run: RunSpec, layout: ResultsLayout,
+                 study: str | os.PathLike) -> None:
+    """check_trained of the run ``run`` starts from, if it starts from one."""
+    if run.parent is not None:
+        check_trained(find_run(config, run.parent), layout, study)
+
+
 def find_run(config: dict, path: str) -> RunSpec:
     """The run of the selected preset whose folder is ``path`` (UserError if none is)."""
     for run in expand_runs(config):
@@ -218,6 +362,7 @@ def validate_config(config: dict) -> dict:
 
 def check_config(config: dict) -> None:
     """Rules the schema cannot express; each message names the offending key."""
+    _check_finite(config, "")
     if config["preset"] not in config["presets"]:
         raise UserError(f"config key preset: {config['preset']!r} is not one of the presets "
                         f"({', '.join(config['presets'])})")
@@ -229,6 +374,19 @@ def check_config(config: dict) -> None:
                                 f"{', '.join(study_datasets())})")
         for study_name, study in preset["studies"].items():
             _check_study(f"presets.{name}.studies.{study_name}", preset, study)
+
+
+def _check_finite(node: Any, where: str) -> None:
+    """UserError naming the first key whose value is NaN or infinite: YAML's .nan and .inf
+    pass every schema bound (no comparison with NaN is true), and would surface only hours
+    later, as a diverged run."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise UserError(f"config key {where}: {node} is not a finite number; give a finite one")
+    items = (node.items() if isinstance(node, dict)
+             else enumerate(node) if isinstance(node, list) else ())
+    for key, value in items:
+        _check_finite(value, f"{where}[{key}]" if isinstance(key, int)
+                      else f"{where}.{key}" if where else str(key))
 
 
 def dataset_of(preset: dict, data_name: str) -> str:

@@ -19,13 +19,13 @@ from pathlib import Path
 
 from .layout import write_text_atomic
 from .errors import UserError
-from .integrity import check_run
+from .integrity import check_packed, check_run
 from .layout import (HISTORY, HISTORY_FIELDS, MANIFEST, METRICS as RUN_METRICS, PACKED_RESULT,
                      RUN_COST, ResultsLayout, benchmark_file)
 from .prepare import load_manifest
 from .quant.schemes import APOT, FLOAT, FLOAT_BITS
-from .study import (SCRATCH, expand_runs, result_config, start_label,
-                    validate_config)
+from .study import (SCRATCH, expand_runs, recorded_config_problem, result_config,
+                    start_label, validate_config)
 
 # A group: the runs of one model, differing only in their seed. "start" tells a chain trained
 # from scratch from one that starts from a released model (a warm chain).
@@ -198,14 +198,24 @@ def _csv_text(rows: list[dict], fields: list[str]) -> str:
     return buffer.getvalue()
 
 
-def check_whole(records: list[dict], results: ResultsLayout) -> None:
-    """Refuse to aggregate a completed run whose files fail their checks (apot.integrity)."""
-    damaged = [f"{record['path']} ({'; '.join(problems)})" for record in records
-               if record["status"] == "done"
-               and (problems := check_run(results.run_dir(record["path"])))]
-    if damaged:
-        raise UserError(f"{len(damaged)} run(s) under {results.runs_dir} have damaged "
-                        f"files: {', '.join(damaged)}; run the workflow again: it redoes them")
+def check_whole(records: list[dict], results: ResultsLayout, runs: dict | None = None) -> None:
+    """Refuse to aggregate a completed run whose files fail their checks (apot.integrity), or
+    whose recorded config is not the study's (``runs``: path -> RunSpec): results of two
+    configurations are never mixed."""
+    refused = []
+    for record in records:
+        if record["status"] != "done":
+            continue
+        folder = results.run_dir(record["path"])
+        problems = [*check_run(folder), *check_packed(folder)]
+        run = (runs or {}).get(record["path"])
+        if not problems and run is not None:
+            problems = [p for p in [recorded_config_problem(run, results)] if p]
+        if problems:
+            refused.append(f"{record['path']} ({'; '.join(problems)})")
+    if refused:
+        raise UserError(f"{len(refused)} run(s) under {results.runs_dir} cannot be summarized: "
+                        f"{', '.join(refused)}; run the workflow again: it redoes them")
 
 
 def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = None,
@@ -218,7 +228,7 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
     config = validate_config(copy.deepcopy(study["config"]))
     preset = config["presets"][config["preset"]]
     records = run_records(study, results, Path(benchmarks) if benchmarks else None)
-    check_whole(records, results)
+    check_whole(records, results, {run.path: run for run in expand_runs(config)})
     groups = group_records(records)
     data = {}
     for dataset in preset["datasets"]:

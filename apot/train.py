@@ -49,7 +49,7 @@ from .datasets import FOLDER
 from .prepare import load_manifest, load_prepared, manifest_dataset
 from .lock import exclusive
 from .stopping import StopOnSignals
-from .study import train_defaults
+from .study import PATH_SETTINGS, same_path, train_defaults
 from .threads import threads_in_use, use_threads
 
 # multistep and cosine step once per epoch, as the authors and the reproducibility report;
@@ -64,9 +64,10 @@ CALIBRATIONS = ("none", "mse")
 CALIBRATION_BATCHES = 2
 # Config fields that do not change the result: a resumed run may differ in these.
 RUNTIME_FIELDS = ("device", "threads", "workers", "progress")
-# Config fields naming files: a run is keyed on their content (the prepared data's tensors, the
-# --init file's sha256), not on how their path is spelled; its own folder may move.
-PATH_FIELDS = ("out", "data", "init")
+# Config fields naming files (apot.study.PATH_SETTINGS): a run is keyed on their content (the
+# prepared data's tensors, the --init file's sha256), not on how their path is spelled; its
+# own folder may move.
+PATH_FIELDS = PATH_SETTINGS
 # Defaults shared with a study's settings are the schema's (apot.study.SCHEMA_DEFAULTS).
 DEFAULTS = train_defaults()
 CHECK_EVERY_STEPS = 50  # how often a diverging loss is looked for within an epoch
@@ -443,8 +444,9 @@ class Run:
             self.calibrate()
         execution = {**execution_context(), "first_epoch": self.epoch, "epochs": 0}
         print(f"apot train: {self.out} on {describe(execution)}, device {self.device}, "
-              + (f"resuming after epoch {self.epoch}" if resumed else "from epoch 1")
-              + f" of {self.cfg.epochs}"
+              + (f"resuming after epoch {self.epoch} of {self.cfg.epochs}" if resumed
+                 else f"from epoch 1 of {self.cfg.epochs}" if self.cfg.epochs
+                 else "0 epochs: the initialization as it is")
               + (f", initialized from {self.cfg.init}" if self.cfg.init and not resumed else ""),
               file=sys.stderr, flush=True)
         if self.cfg.epochs == 0 and self.start_eval is None:  # (not in checkpoints before 0.2)
@@ -478,9 +480,11 @@ class Run:
         """Stop the run before it saves anything once ``value`` is NaN or infinite: the files
         keep the last completed epoch."""
         if not math.isfinite(value):
+            kept = (f"its files keep epoch {self.epoch}, the last finite one" if self.epoch
+                    else "no epoch completed, so nothing of it was saved")
             raise Diverged(f"run {self.out} diverged in epoch {self.epoch + 1}: {what} is "
-                           f"{value}; its files keep epoch {self.epoch}, the last finite one. "
-                           f"Lower --lr (or the thresholds' --act-alpha-lr), or check the data")
+                           f"{value}; {kept}. Lower --lr (or the thresholds' --act-alpha-lr), "
+                           f"or check the data")
 
     def calibrate(self) -> None:
         """Activation thresholds from the first training batches (apot.quant.calibrate); the
@@ -526,6 +530,9 @@ class Run:
                 "act_alpha_calibrated": self.calibrated,
                 "schedule": self.cfg.schedule, "executions": self.executions,
                 "files": run_files_record(self.out),
+                # what the run was trained with: the workflow and `apot summarize` compare it
+                # with the study's settings of the run (apot.study.recorded_differences)
+                "config": self.cfg.result_fields(),
                 "note": ("best_top1: best test top-1 over epochs (the authors' reporting, which "
                          "selects on the test set); final_top1: the last epoch's test top-1")}
 
@@ -571,13 +578,6 @@ def data_identity(manifest: dict) -> dict:
     of the image folder it points at (ImageNet)."""
     return manifest.get("files") or {"listing_sha256": manifest.get("source", {}).get(
         "listing_sha256")}
-
-
-def same_path(a: str | None, b: str | None) -> bool:
-    """Whether two spellings name the same path (resolved against this working folder)."""
-    if a is None or b is None:
-        return a == b
-    return Path(a).resolve() == Path(b).resolve()
 
 
 def set_aside(out: Path, kind: str) -> Path:
@@ -634,5 +634,7 @@ def _train_locked(cfg: TrainConfig, restart_if_changed: bool) -> dict:
         metrics_path = run.out / METRICS
         if (resumed and run.epoch >= cfg.epochs and metrics_path.exists()
                 and not check_run(run.out)):
-            return json.loads(metrics_path.read_text())
+            metrics = json.loads(metrics_path.read_text())
+            if "config" in metrics:  # else written before it was recorded: write it again
+                return metrics
         return run.run(resumed)

@@ -23,9 +23,9 @@ rule eval_authors:
         runtime=30,
     shell:
         "{APOT} eval --arch resnet20 --bits {wildcards.bits} "
-        "--checkpoint {AUTHORS_DIR}/res20_{wildcards.bits}bit.pth.tar --data {params.data} "
+        "--checkpoint {AUTHORS_DIR}/res20_{wildcards.bits}bit.pth.tar --data {params.data:q} "
         "--split test {DEVICE_ARGS} --threads {threads} "
-        "--out {output} > {log} 2>&1"
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule stage_authors_start:
@@ -39,7 +39,8 @@ rule stage_authors_start:
         runtime=10,
     shell:
         "{APOT} stage-start --start authors --arch resnet20 "
-        "--checkpoint {AUTHORS_DIR}/res20_{wildcards.bits}bit.pth.tar --out {output} > {log} 2>&1"
+        "--checkpoint {AUTHORS_DIR}/res20_{wildcards.bits}bit.pth.tar --out {output:q} "
+        "> {log:q} 2>&1"
 
 
 rule stage_torchvision_start:
@@ -52,5 +53,5 @@ rule stage_torchvision_start:
         mem_mb=4000,
         runtime=30,
     shell:
-        "{APOT} stage-start --start torchvision --arch {wildcards.arch} --out {output} "
-        "> {log} 2>&1"
+        "{APOT} stage-start --start torchvision --arch {wildcards.arch} --out {output:q} "
+        "> {log:q} 2>&1"

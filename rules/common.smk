@@ -1,6 +1,5 @@
 # Every helper the rules use: the preset's paths, its data sources and its runs. The matrix
 # itself is expanded by apot.study from config.yaml, never restated here.
-import json
 import os
 import re
 import shlex
@@ -9,16 +8,16 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from apot.errors import UserError
-from apot.integrity import check_prepared, check_run
-from apot.layout import (METRICS, PACKED, PACKED_RESULT, RUN_COST, ResultsLayout,
-                         write_text_if_changed)
+from apot.integrity import check_packed, check_prepared, check_run
+from apot.layout import METRICS, PACKED, PACKED_RESULT, RUN_COST, ResultsLayout
 from apot.quant.schemes import FLOAT, FLOAT_BITS, MODEL_BITS
 from apot.sources import mirror_folder
 from apot.study import AUTHORS_BITS as AUTHORS_BITS_ALL
-from apot.study import (AUTHORS_ARCH, authors_checkpoints, check_config, check_data,
-                        best_model_settings, check_starts, data_sources, dataset_of,
-                        expand_runs, export_settings, result_config, start_file, start_path,
-                        train_settings)
+from apot.study import (AUTHORS_ARCH, STUDY_ENV, authors_checkpoints, check_config,
+                        check_data, best_model_settings, check_starts, data_sources,
+                        dataset_of, expand_runs, export_settings, recorded_config_problem,
+                        start_file, start_path, study_digest, study_record, study_text,
+                        train_settings, write_study)
 
 PRESET = config["preset"]
 LAYOUT = ResultsLayout.of_preset(PRESET)
@@ -34,7 +33,6 @@ try:
 except UserError as error:
     raise WorkflowError(f"config.yaml: {error}") from None
 
-STUDY_FILE = LAYOUT.study
 DATA_NAMES = sorted({run.data for run in RUNS.values()})
 QUANTIZED_RUNS = [path for path, run in RUNS.items() if run.scheme != FLOAT]
 
@@ -177,37 +175,42 @@ def train_settings_of(wildcards):
     return train_settings(run_of(wildcards), LAYOUT)
 
 
-def write_study_file():
-    """results/<preset>/study.json: what the training jobs, the cost tables and the summary
-    need to know of this invocation, the resolved config and the datasets and studies left
-    out (with the reason the report prints). Written by the process that plans the DAG, and
-    only when its content changes: as an input of the cost tables and the summary, its time
-    tells Snakemake when they must run again (a training job's params are its own settings).
-    Not where the data came from: that changes once a dataset is prepared (and would re-run
-    the summary); the manifests record it."""
-    text = json.dumps({"config": result_config(config), "skipped": SKIPPED,
-                       "skipped_studies": SKIPPED_STUDIES, "authors_bits": AUTHORS_BITS,
-                       "authors_data": AUTHORS_DATA}, sort_keys=True, indent=1) + "\n"
-    write_text_if_changed(LAYOUT.study, text)
-
-
+# results/<preset>/studies/<digest>.json: what the jobs of this invocation read (the resolved
+# config, the datasets and studies left out, the authors' checkpoints found), named by its
+# content (apot.study.write_study). Every invocation writes its own, dry runs and those the
+# lock then refuses included, and none can change another's: a job reads the file its
+# command names, whatever was run beside it. Cluster jobs parse the workflow again; they take
+# the submitting process's file from the environment it passes on (SLURM exports it), so that
+# a config.yaml edited meanwhile changes no job of this run. As an input of the cost tables
+# and the summary, its name tells Snakemake when they must run again (a training job's params
+# are its own settings). Not where the data came from: that changes once a dataset is
+# prepared (and would re-run the summary); the manifests record it.
+STUDY = study_record(config, SKIPPED, SKIPPED_STUDIES, AUTHORS_BITS, AUTHORS_DATA)
 if workflow.is_main_process:
-    write_study_file()
+    STUDY_FILE = write_study(STUDY, LAYOUT)
+    os.environ[STUDY_ENV] = STUDY_FILE
+else:
+    STUDY_FILE = os.environ.get(STUDY_ENV) or LAYOUT.study_file(study_digest(study_text(STUDY)))
 
 
 def damaged_results():
     """{output whose files fail their checks: the problems}, over the preset's prepared
-    datasets (tensors against the manifest's sha256) and completed runs (checkpoint.pt,
-    best.pt, history.csv against the record in metrics.json; apot.integrity)."""
+    datasets (tensors against the manifest's sha256), completed runs (checkpoint.pt, best.pt,
+    history.csv against the record in metrics.json, and the config it records against this
+    study's settings of the run) and packed models (against packed.json's record;
+    apot.integrity)."""
     found = {}
     for name in DATA_NAMES:
         problems = check_prepared(data_dir(name))
         if problems:
             found[LAYOUT.manifest(name)] = problems
-    for path in RUNS:
-        problems = check_run(run_dir(path))
+    for path, run in RUNS.items():
+        problems = check_run(run_dir(path)) or [
+            problem for problem in [recorded_config_problem(run, LAYOUT)] if problem]
         if problems:
             found[run_metrics(path)] = problems
+        elif path in QUANTIZED_RUNS and (problems := check_packed(run_dir(path))):
+            found[run_packed_result(path)] = problems
     return found
 
 

@@ -7,7 +7,7 @@
 
 rule cost_tables:
     input:
-        study=LAYOUT.study,
+        study=STUDY_FILE,
     output:
         LAYOUT.cost_tables,
     log:
@@ -17,7 +17,7 @@ rule cost_tables:
         mem_mb=4000,
         runtime=10,
     shell:
-        "{APOT} cost-tables --study {input.study} --out {output} > {log} 2>&1"
+        "{APOT} cost-tables --study {input.study:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule run_cost:
@@ -36,4 +36,4 @@ rule run_cost:
         mem_mb=4000,
         runtime=10,
     shell:
-        "{APOT} cost {params.args} --threads {threads} > {log} 2>&1"
+        "{APOT} cost {params.args} --threads {threads} > {log:q} 2>&1"

@@ -16,5 +16,5 @@ rule prepare_data:
         mem_mb=6000,
         runtime=60,
     shell:
-        "{APOT} prepare-data --out {params.out} {params.subset} "
-        "{SOURCE_ARGS} > {log} 2>&1"
+        "{APOT} prepare-data --out {params.out:q} {params.subset} "
+        "{SOURCE_ARGS} > {log:q} 2>&1"

@@ -24,5 +24,5 @@ rule export_packed:
         mem_mb=4000,
         runtime=60,
     shell:
-        "{APOT} export --study {STUDY_FILE} --run {wildcards.run:q} --threads {threads} "
-        "> {log} 2>&1"
+        "{APOT} export --study {STUDY_FILE:q} --run {wildcards.run:q} --threads {threads} "
+        "> {log:q} 2>&1"

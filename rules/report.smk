@@ -9,7 +9,7 @@ rule summarize:
         runs=[run_metrics(path) for path in RUNS],
         data=[LAYOUT.manifest(d) for d in DATA_NAMES],
         cost=LAYOUT.cost_tables,
-        study=LAYOUT.study,
+        study=STUDY_FILE,
         run_costs=[run_cost(path) for path in QUANTIZED_RUNS],
         packed=[run_packed_result(path) for path in QUANTIZED_RUNS],
         authors=[authors_result(bits) for bits in AUTHORS_BITS],
@@ -30,9 +30,9 @@ rule summarize:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{APOT} summarize --results {params.results} --benchmarks {params.benchmarks} "
-        "--cost {input.cost} --study {input.study} "
-        "> {log} 2>&1"
+        "{APOT} summarize --results {params.results:q} --benchmarks {params.benchmarks:q} "
+        "--cost {input.cost:q} --study {input.study:q} "
+        "> {log:q} 2>&1"
 
 
 rule report:
@@ -61,4 +61,4 @@ rule report:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{APOT} report --summary {input.summary} --out-dir report/build > {log} 2>&1"
+        "{APOT} report --summary {input.summary:q} --out-dir report/build > {log:q} 2>&1"

@@ -26,8 +26,8 @@ rule train_fp32:
         mem_mb=8000,
         runtime=24 * 60,
     shell:
-        "{APOT} train --study {STUDY_FILE} --run {wildcards.run:q} {DEVICE_ARGS} "
-        "--threads {threads} --no-progress --restart-if-changed >> {log} 2>&1"
+        "{APOT} train --study {STUDY_FILE:q} --run {wildcards.run:q} {DEVICE_ARGS} "
+        "--threads {threads} --no-progress --restart-if-changed >> {log:q} 2>&1"
 
 
 rule train_quantized:
@@ -49,5 +49,5 @@ rule train_quantized:
         mem_mb=8000,
         runtime=24 * 60,
     shell:
-        "{APOT} train --study {STUDY_FILE} --run {wildcards.run:q} {DEVICE_ARGS} "
-        "--threads {threads} --no-progress --restart-if-changed >> {log} 2>&1"
+        "{APOT} train --study {STUDY_FILE:q} --run {wildcards.run:q} {DEVICE_ARGS} "
+        "--threads {threads} --no-progress --restart-if-changed >> {log:q} 2>&1"

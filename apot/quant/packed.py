@@ -38,6 +38,12 @@ QUANT_CONV, EIGHT_BIT_CONV, EIGHT_BIT_LINEAR = "quant_conv", "eight_bit_conv", "
 EIGHT_BIT_STEPS = 127  # the authors' 8-bit layers: round(w / max(w) * 127)
 # Keys of each layer's arrays: "<layer>.<suffix>".
 CODES, WEIGHT_ALPHA, ACT_ALPHA, SCALE = "codes", "weight_alpha", "act_alpha", "scale"
+# The arrays each kind of packed layer is stored as, and the state-dict entries they replace.
+LAYER_ARRAYS = {QUANT_CONV: (CODES, WEIGHT_ALPHA, ACT_ALPHA), EIGHT_BIT_CONV: (CODES, SCALE),
+                EIGHT_BIT_LINEAR: (CODES, SCALE)}
+REPLACED_STATE = {QUANT_CONV: ("weight", "weight_quantizer.alpha", "act_quantizer.alpha"),
+                  EIGHT_BIT_CONV: ("weight",), EIGHT_BIT_LINEAR: ("weight",)}
+LAYER_KINDS = tuple(LAYER_ARRAYS)
 FLOAT32_EXACT, FLOAT64_EXACT = 1 << 24, 1 << 53  # integers every sum below is exact in
 
 
@@ -115,7 +121,6 @@ def pack_model(model: nn.Module) -> tuple[dict[str, np.ndarray], dict[str, dict]
     """
     arrays: dict[str, np.ndarray] = {}
     layers: dict[str, dict] = {}
-    packed_keys: set[str] = set()
     for name, module in model.named_modules():
         shape = list(getattr(module, "weight", torch.empty(0)).shape)
         if isinstance(module, QuantConv2d):
@@ -124,19 +129,30 @@ def pack_model(model: nn.Module) -> tuple[dict[str, np.ndarray], dict[str, dict]
             arrays[f"{name}.{WEIGHT_ALPHA}"] = _scalar(module.weight_quantizer.alpha)
             arrays[f"{name}.{ACT_ALPHA}"] = _scalar(module.act_quantizer.alpha)
             layers[name] = {"kind": QUANT_CONV, "shape": shape, "width": module.bits}
-            packed_keys |= {f"{name}.weight", f"{name}.weight_quantizer.alpha",
-                            f"{name}.act_quantizer.alpha"}
         elif isinstance(module, (EightBitConv2d, EightBitLinear)):
             arrays[f"{name}.{CODES}"], arrays[f"{name}.{SCALE}"] = eight_bit_codes(module.weight)
             kind = EIGHT_BIT_CONV if isinstance(module, EightBitConv2d) else EIGHT_BIT_LINEAR
             layers[name] = {"kind": kind, "shape": shape}
-            packed_keys.add(f"{name}.weight")
-    for key, value in model.state_dict().items():
-        if key not in packed_keys and not key.endswith("num_batches_tracked"):
-            if not value.is_floating_point():
-                raise ValueError(f"state-dict entry {key} is not a float tensor: cannot pack it")
-            arrays[key] = value.detach().float().cpu().numpy()
+    for key, value in float_parts(model).items():
+        if not value.is_floating_point():
+            raise ValueError(f"state-dict entry {key} is not a float tensor: cannot pack it")
+        arrays[key] = value.detach().float().cpu().numpy()
     return arrays, layers
+
+
+def float_parts(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state-dict entries a packed file keeps as float32 arrays under their own names:
+    those no packed layer replaces (batch-norm, biases, float first/last layers), less
+    batch-norm's ``num_batches_tracked`` counters, which inference never reads."""
+    replaced = {f"{name}.{entry}" for name, kind in packable_layers(model)
+                for entry in REPLACED_STATE[kind]}
+    return {key: value for key, value in model.state_dict().items()
+            if key not in replaced and not key.endswith("num_batches_tracked")}
+
+
+def layer_array_keys(name: str, kind: str) -> list[str]:
+    """The keys of the arrays a packed layer ``name`` of ``kind`` is stored as."""
+    return [f"{name}.{suffix}" for suffix in LAYER_ARRAYS[kind]]
 
 
 def _scalar(value: torch.Tensor) -> np.ndarray:
@@ -242,7 +258,7 @@ def unpack_model(skeleton: nn.Module, arrays: dict[str, np.ndarray], layers: dic
 
     Raises ValueError naming the first mismatch between the arrays and the model.
     """
-    expected = {name: kind for name, kind in _packable_layers(skeleton)}
+    expected = {name: kind for name, kind in packable_layers(skeleton)}
     if expected != {name: record["kind"] for name, record in layers.items()}:
         raise ValueError("its layers are not those of the model its header describes")
     used: set[str] = set()
@@ -256,7 +272,7 @@ def unpack_model(skeleton: nn.Module, arrays: dict[str, np.ndarray], layers: dic
             bias = torch.from_numpy(_float32(_take(arrays, f"{name}.bias", used), f"{name}.bias"))
         if record["kind"] == QUANT_CONV:
             codes = _take(arrays, f"{name}.{CODES}", used)
-            signed = _signed_codes(codes, record, module.weight_quantizer.bits)
+            signed = _signed_codes(name, codes, record, module.weight_quantizer.bits)
             _set_submodule(skeleton, name, PackedQuantConv2d(
                 module, signed, _one(arrays, f"{name}.{WEIGHT_ALPHA}", used),
                 _one(arrays, f"{name}.{ACT_ALPHA}", used), module.bits, scheme, k, bias,
@@ -266,13 +282,15 @@ def unpack_model(skeleton: nn.Module, arrays: dict[str, np.ndarray], layers: dic
             if codes.dtype not in (np.int8, np.int16) or list(codes.shape) != record["shape"]:
                 raise ValueError(f"layer {name}'s codes are not int8/int16 of its shape")
             top = torch.tensor(_one(arrays, f"{name}.{SCALE}", used))
+            # int16 holds both code dtypes exactly, at a quarter of int64's memory
             _set_submodule(skeleton, name, PackedEightBitLayer(
-                module, torch.from_numpy(codes.astype(np.int64)), top, bias))
+                module, torch.from_numpy(codes.astype(np.int16)), top, bias))
     _load_float_parts(skeleton, arrays, used)
     return skeleton.eval()
 
 
-def _packable_layers(model: nn.Module):
+def packable_layers(model: nn.Module):
+    """(name, kind) of each layer of ``model`` that a packed file stores as codes."""
     for name, module in model.named_modules():
         if isinstance(module, QuantConv2d):
             yield name, QUANT_CONV
@@ -302,10 +320,13 @@ def _one(arrays: dict[str, np.ndarray], key: str, used: set[str]) -> float:
     return float(value.reshape(()))
 
 
-def _signed_codes(packed: np.ndarray, record: dict, bits: int) -> torch.Tensor:
-    """Signed magnitude indices (int64, the weight's shape) of one quantized conv."""
-    if record.get("width") != bits:
-        raise ValueError(f"a layer's codes are {record.get('width')}-bit, the model's {bits}-bit")
+def _signed_codes(name: str, packed: np.ndarray, record: dict, bits: int) -> torch.Tensor:
+    """Signed magnitude indices (int64, the weight's shape) of the quantized conv ``name``."""
+    width = record.get("width")
+    # bool is an int to Python, and "4" == 4 is False but reads as 4 in a message: show repr
+    if not isinstance(width, int) or isinstance(width, bool) or width != bits:
+        raise ValueError(f"layer {name} has codes of width {width!r}; the model's quantized "
+                         f"convs are {bits}-bit (width {bits}, an integer)")
     count = int(np.prod(record["shape"]))
     negative, index = split_sign_magnitude(unpack_codes(packed, bits, count), bits - 1)
     signed = np.where(negative, -index, index).reshape(record["shape"])

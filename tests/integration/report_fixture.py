@@ -11,7 +11,8 @@ import yaml
 
 from apot.cost import cost_tables
 from apot.report import build_report
-from apot.study import validate_config
+from apot.layout import ResultsLayout
+from apot.study import expand_runs, train_settings, validate_config
 from apot.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +21,7 @@ RUNS = {"cifar10/resnet20/multistep/fp32-w32/seed0": 60.0,
         "cifar10/resnet20/multistep/apot-w3/seed0": 57.0}
 
 
-def _write_run(results: Path, path: str, best: float) -> None:
+def _write_run(results: Path, path: str, best: float, config: dict) -> None:
     folder = results / "runs" / path
     folder.mkdir(parents=True)
     with open(folder / "history.csv", "w", newline="") as f:
@@ -34,7 +35,10 @@ def _write_run(results: Path, path: str, best: float) -> None:
                              "images_per_s": 100.0, "epoch_seconds": 1.0})
     (folder / "metrics.json").write_text(json.dumps({
         "best_top1": best, "best_epoch": 2, "final_top1": best, "final_top5": 90.0,
-        "epochs": 3, "wall_seconds": 3.0, "device": "cpu", "seed": 0, "init": None}))
+        "epochs": 3, "wall_seconds": 3.0, "device": "cpu", "seed": 0, "init": None,
+        # the settings the engine records: those the study gives the run
+        "config": train_settings(next(run for run in expand_runs(config) if run.path == path),
+                                 ResultsLayout(str(results)))}))
 
 
 def write_report(folder: Path) -> Path:
@@ -43,7 +47,7 @@ def write_report(folder: Path) -> Path:
                              | {"preset": "smoke"})
     results = folder / "results" / "smoke"
     for path, best in RUNS.items():
-        _write_run(results, path, best)
+        _write_run(results, path, best, config)
     (results / "cost.json").write_text(json.dumps(cost_tables([("resnet20", 32),
                                                                ("resnet20", 4),
                                                                ("resnet20", 3)])))

@@ -29,7 +29,7 @@ def repo(tmp_path_factory, shared_data, smoke_study):
     DVC has recorded none of them), so that `dvc repro` runs Snakemake for real, which trains
     that run again and redoes what depends on it."""
     base = tmp_path_factory.mktemp("dvc")
-    repo = copy_study(smoke_study[0], base / "repo", drop=(DROPPED,))
+    repo = copy_study(smoke_study.folder, base / "repo", drop=(DROPPED,))
     edit_config(repo, preset="smoke", on_missing_data="skip")
     git(repo, "init", "-q")
     git(repo, "add", "-A")

@@ -1,4 +1,5 @@
-"""Fault injection in processes and the file system: two writers on one run, a writer killed
+"""Fault injection in processes and the file system: a dry run of another config beside a
+running workflow, two writers on one run, a writer killed
 while holding its lock, a full disk (a real 3 MB tmpfs where one can be mounted, an injected
 ENOSPC everywhere), bad --out paths, failures that must leave no empty folder, a diverging
 loss, moved and re-spelled run folders, a changed start, damaged run files, and the workflow
@@ -31,7 +32,8 @@ from apot.integrity import check_run
 from apot.lock import LOCK_NAME, exclusive
 from apot.train import BEST, CHECKPOINT, HISTORY, METRICS, PENDING_BEST, Run, TrainConfig, train
 
-from workflow import SMOKE, job_counts, snakemake
+from workflow import (CHANGED_RUNS, CHANGED_STEP, REPO, SMOKE, job_counts, nothing_to_do,
+                      snakemake, study_file, write_changed_config)
 
 
 @pytest.fixture(scope="module")
@@ -285,7 +287,9 @@ def test_a_real_divergence_exits_non_zero_and_writes_no_nan(data, tmp_path, caps
     assert main(train_args(data, out, "--epochs", "2", "--lr", "1e30")) == 2
     [line] = error_lines(capsys.readouterr().err)
     assert "diverged in epoch 1: the training loss is" in line
-    assert not out.exists()  # nothing was saved, and the folder this call made is gone
+    # nothing was saved, and the folder this call made is gone: no "files keep epoch 0"
+    assert "no epoch completed, so nothing of it was saved" in line and "keep" not in line
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------- what a run is
@@ -439,24 +443,89 @@ def test_summarize_refuses_a_run_with_damaged_files(trained, tmp_path):
     check_whole([{"path": "x/run", "status": "done"}], layout)
     with open(results / "runs/x/run" / BEST, "r+b") as handle:
         handle.truncate(10)
-    with pytest.raises(UserError, match=r"1 run\(s\) .* damaged files: x/run \(best.pt has 10 "
+    with pytest.raises(UserError, match=r"1 run\(s\) .* cannot be summarized: x/run \(best.pt has 10 "
                                         r"bytes.*run the workflow again"):
         check_whole([{"path": "x/run", "status": "done"}], layout)
 
 
 # ---------------------------------------------------------------- the workflow
 
-def test_the_workflow_redoes_a_run_whose_files_were_lost(smoke_study, shared_data, tmp_path):
-    """Delete one run's metrics.json, truncate another's best.pt: the next run of the
-    workflow trains the second again, rewrites the first's metrics from its checkpoint,
-    re-checks what depends on them, and the report's numbers come from the redone files."""
+def test_a_dry_run_of_another_config_beside_a_run_changes_none_of_its_jobs(
+        smoke_study, shared_data, tmp_path):
+    """The session's smoke run had a dry run of another config (one step's learning rate,
+    through --configfile) beside it once its first training job had started. Every run
+    recorded the first invocation's settings, and so did the summary; afterwards a plain dry
+    run has nothing to do, and one with the other config redoes that step's runs and what
+    depends on them, nothing else."""
+    from apot.study import expand_runs, recorded_differences, validate_config
+    import yaml
+
+    folder = smoke_study.folder
+    config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text())
+                             | {"preset": "smoke"})
+    results = layout.ResultsLayout.of_preset("smoke")
+    studies = sorted((folder / results.studies_dir).glob("*.json"))
+    assert len(studies) >= 2  # the run's and the dry run's (at least), side by side
+    assert "train_quantized" in job_counts(smoke_study.beside)
+    done = [run for run in expand_runs(config)
+            if (folder / results.run_file(run.path, METRICS)).is_file()]
+    assert len(done) == 12
+    for run in done:
+        recorded = json.loads((folder / results.run_file(run.path, METRICS)).read_text())
+        assert recorded_differences(run, results, recorded["config"]) == {}, run.path
+    study, step, lr = CHANGED_STEP
+    first_lr = config["presets"]["smoke"]["studies"][study]["chain"][step]["lr"]
+    summary = json.loads((folder / results.summary("json")).read_text())
+    assert summary["config"]["presets"]["smoke"]["studies"][study]["chain"][step]["lr"] \
+        == first_lr != lr
+    assert nothing_to_do(snakemake(folder, "-n", *SMOKE, APOT_DATA_MIRROR=str(shared_data)).stdout)
+    changed = write_changed_config(tmp_path / "changed.yaml")
+    out = snakemake(folder, "-n", "--configfile", str(changed), *SMOKE,
+                    APOT_DATA_MIRROR=str(shared_data)).stdout
+    assert job_counts(out) == {"train_quantized": 3, "run_cost": 3, "export_packed": 3,
+                               "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
+    assert sorted(line.split("--run ")[1].split()[0] for line in out.splitlines()
+                  if " train --study " in line) == sorted(CHANGED_RUNS)
+
+
+def test_a_run_recorded_with_other_settings_is_trained_again(smoke_study, tmp_path):
+    """A metrics.json whose config is not the study's (as the race of a dry run rewriting the
+    study file left them before study files were named by content) is never summarized: the
+    workflow finds it and trains the run again, with what depends on it."""
     folder = tmp_path / "study"
-    shutil.copytree(smoke_study[0], folder, symlinks=True)
+    shutil.copytree(smoke_study.folder, folder, symlinks=True)
+    run = folder / "results/smoke/runs" / CHANGED_RUNS[-1]
+    metrics = json.loads((run / METRICS).read_text())
+    metrics["config"]["lr"] = 0.5
+    (run / METRICS).write_text(json.dumps(metrics))
+    done = snakemake(folder, "-n", "-p", *SMOKE)
+    out = done.stdout + done.stderr
+    assert (f"apot: results/smoke/runs/{CHANGED_RUNS[-1]}: it was trained with other settings "
+            f"than the study's (lr 0.5 there, 0.04 in the study): it is made again") in out
+    assert job_counts(out)["train_quantized"] == 1
+    summarize = ["summarize", "--results", str(folder / "results/smoke"), "--study",
+                 str(folder / study_file(out))]
+    done = subprocess.run(apot(*summarize), cwd=folder, capture_output=True, text=True)
+    assert done.returncode == 2 and len(error_lines(done.stderr)) == 1
+    assert (f"cannot be summarized: {CHANGED_RUNS[-1]} (it was trained with other settings "
+            f"than the study's (lr 0.5 there, 0.04 in the study))") in done.stderr
+
+
+def test_the_workflow_redoes_a_run_whose_files_were_lost(smoke_study, shared_data, tmp_path):
+    """Delete one run's metrics.json, truncate another's best.pt and a third's packed model:
+    the next run of the workflow trains the second again, rewrites the first's metrics from
+    its checkpoint, exports the third again, re-checks what depends on them, and the report's
+    numbers come from the redone files."""
+    folder = tmp_path / "study"
+    shutil.copytree(smoke_study.folder, folder, symlinks=True)
     runs = folder / "results/smoke/runs/cifar10/resnet20"
     lost, truncated = runs / "multistep/apot-w3/seed0", runs / "cosine/apot-w4/seed0"
+    packed = runs / "from-authors/cosine_steps/apot-w4/seed0"
     (lost / METRICS).unlink()
     with open(truncated / BEST, "r+b") as handle:
         handle.truncate(1000)
+    with open(packed / layout.PACKED, "r+b") as handle:
+        handle.truncate(5000)
     logs = folder / "logs/smoke/runs/cifar10/resnet20"
     # the training jobs' logs (seed0.log), not the cost and export jobs' (seed0.cost.log ...)
     before = {p: (p.stat().st_mtime_ns, p.read_text()) for p in logs.rglob("*.log")
@@ -465,9 +534,13 @@ def test_the_workflow_redoes_a_run_whose_files_were_lost(smoke_study, shared_dat
     out = done.stdout + done.stderr
     assert f"apot: results/smoke/runs/cifar10/resnet20/cosine/apot-w4/seed0: best.pt has " \
            f"1000 bytes" in out
+    assert ("apot: results/smoke/runs/cifar10/resnet20/from-authors/cosine_steps/apot-w4/seed0: "
+            "packed.safetensors has 5000 bytes") in out
     counts = job_counts(out)
-    # the two runs and the rest of their chains (w2 after w3; w3 and w2 after w4)
+    # the two runs and the rest of their chains (w2 after w3; w3 and w2 after w4), and their
+    # exports and the truncated one's
     assert counts["train_quantized"] == 5 and "train_fp32" not in counts
+    assert counts["export_packed"] == 6 and counts["run_cost"] == 5
     assert "prepare_data" not in counts and counts["summarize"] == 1
     # only the run whose best.pt was lost trains again; the others resume, complete
     # (each job's log as this run left it: Snakemake starts it anew, or it was appended to)
@@ -488,5 +561,7 @@ def test_the_workflow_redoes_a_run_whose_files_were_lost(smoke_study, shared_dat
         record = by_path[run_dir.relative_to(folder / "results/smoke/runs").as_posix()]
         assert record["executions"] == metrics["executions"]
         assert record["best_top1"] == metrics["best_top1"]
+    assert layout.file_sha256(packed / layout.PACKED) == json.loads(
+        (packed / layout.PACKED_RESULT).read_text())["packed_sha256"]
     again = snakemake(folder, *SMOKE, "-n", APOT_DATA_MIRROR=str(shared_data))
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -85,7 +85,7 @@ DROPPED_AUTHORS = "authors/resnet20-w2"
 def test_smoke_preset_on_slurm_matches_a_local_run(cluster, tmp_path, shared_data, smoke_study):
     """The session's smoke study, less two runs and one evaluation, finished on the cluster:
     every job of a cluster rule runs as its own SLURM job, and the files are the local run's."""
-    local, _ = smoke_study
+    local = smoke_study.folder
     folder = cluster_workflow(tmp_path / "study", cluster, local, drop=DROPPED)
     (folder / f"results/smoke/{DROPPED_AUTHORS}.json").unlink()
     (folder / f"logs/smoke/{DROPPED_AUTHORS}.log").unlink()
@@ -151,7 +151,7 @@ def test_scancel_then_rerun_resumes_from_the_last_checkpoint(cluster, tmp_path, 
     the failure, and running the workflow again resumes the run once more and finishes it.
     The smoke study's prepared data is copied in (it is not what this test is about)."""
     folder = cluster_workflow(tmp_path / "study", cluster)
-    shutil.copytree(smoke_study[0] / "results/smoke/data", folder / "results/smoke/data")
+    shutil.copytree(smoke_study.folder / "results/smoke/data", folder / "results/smoke/data")
     config = yaml.safe_load((folder / "config.yaml").read_text())
     config["presets"]["smoke"]["studies"]["cifar10"]["epochs"] = EPOCHS
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -14,16 +14,18 @@ import zipfile
 import pytest
 
 from apot.layout import ResultsLayout
-from apot.study import find_run, train_settings, validate_config
+from apot.study import find_run, read_study, train_settings
 from workflow import (BIN, SMOKE, copy_study, copy_workflow, env, job_counts, job_inputs,
-                      nothing_to_do, snakemake)
+                      nothing_to_do, snakemake, study_file)
 
 
-def job_settings(workflow, preset: str, run: str) -> dict:
-    """What ``apot train --study results/<preset>/study.json --run <run>`` trains."""
-    study = json.loads((workflow / "results" / preset / "study.json").read_text())
-    return train_settings(find_run(validate_config(study["config"]), run),
-                          ResultsLayout(f"results/{preset}"))
+def job_settings(workflow, output: str, run: str) -> dict:
+    """What ``apot train --study <the study file> --run <run>`` of the dry run ``output``
+    trains."""
+    path = study_file(output)
+    study = read_study(workflow / path)
+    return train_settings(find_run(study["config"], run),
+                          ResultsLayout.of_study_file(path))
 
 
 @pytest.fixture
@@ -68,13 +70,14 @@ def test_paper_preset_dry_run_lists_exactly_the_study(workflow, fake_mirror, tor
     assert job_inputs(out, imagenet_fp32) == ["results/paper/data/imagenet/manifest.json",
                                               "results/paper/starts/torchvision-resnet18.pt"]
     # each train job reads its settings from the study file the Snakefile wrote
-    imagenet = job_settings(workflow, "paper", "imagenet/resnet18/from-torchvision/multistep/"
-                                               "fp32-w32/seed0")
+    imagenet = job_settings(workflow, out, "imagenet/resnet18/from-torchvision/multistep/"
+                                           "fp32-w32/seed0")
     assert imagenet["init"] == "results/paper/starts/torchvision-resnet18.pt"
     assert imagenet["epochs"] == 0 and imagenet["quantizer_rules"] == "imagenet"
-    assert ("--study results/paper/study.json --run "
+    assert re.fullmatch(r"results/paper/studies/[0-9a-f]{16}\.json", study_file(out))
+    assert (f"--study {study_file(out)} --run "
             "imagenet/resnet18/from-torchvision/multistep/fp32-w32/seed0 ") in out
-    assert ("export --study results/paper/study.json --run "
+    assert (f"export --study {study_file(out)} --run "
             "imagenet/resnet18/from-torchvision/multistep/apot-w5/seed0 ") in out
     # progressive chains are rule inputs: 3-bit starts from 4-bit, 4-bit from FP32
     run = "results/paper/runs/cifar10/resnet56/multistep/{}/seed0/metrics.json"
@@ -82,7 +85,7 @@ def test_paper_preset_dry_run_lists_exactly_the_study(workflow, fake_mirror, tor
         "results/paper/data/cifar10/manifest.json", run.format("apot-w4")]
     assert job_inputs(out, run.format("apot-w4"))[1] == run.format("fp32-w32")
     assert job_inputs(out, run.format("fp32-w32")) == ["results/paper/data/cifar10/manifest.json"]
-    three_bit = job_settings(workflow, "paper", "cifar10/resnet56/multistep/apot-w3/seed0")
+    three_bit = job_settings(workflow, out, "cifar10/resnet56/multistep/apot-w3/seed0")
     assert three_bit["init"] == ("results/paper/runs/cifar10/resnet56/multistep/apot-w4/seed0/"
                                  "best.pt")
     assert three_bit["epochs"] == 300 and three_bit["milestones"] == [150, 225]
@@ -159,6 +162,10 @@ def test_quick_is_the_default_preset(workflow, shared_data):
      "['cifar10']", "'epoch' was unexpected"),
     (lambda c: c.update(preset="papr"), "config key preset", "'papr' is not one of the presets"),
     (lambda c: c.update(on_missing_data="ignore"), "['on_missing_data']", "is not one of"),
+    # a preset name is a folder name in every job's command: no shell may run from it
+    (lambda c: c.update(preset="x$(touch PWN)", presets={**c["presets"], "x$(touch PWN)":
+                                                          c["presets"]["smoke"]}),
+     "x$(touch PWN)", "does not match '^[A-Za-z0-9_-]+$'"),
 ])
 def test_invalid_config_stops_before_any_job(workflow, edit, key, words):
     import yaml
@@ -171,6 +178,7 @@ def test_invalid_config_stops_before_any_job(workflow, edit, key, words):
     assert done.returncode != 0
     assert key in message and words in message, message[-3000:]
     assert not (workflow / "results").exists() and not job_counts(message)
+    assert not (workflow / "PWN").exists()
 
 
 def test_dataset_without_source_stops_the_run_unless_skipped(workflow, tmp_path):
@@ -189,7 +197,7 @@ def test_dataset_without_source_stops_the_run_unless_skipped(workflow, tmp_path)
 
 
 def test_smoke_preset_runs_end_to_end(smoke_study):
-    folder, output = smoke_study
+    folder, output = smoke_study.folder, smoke_study.output
     assert job_counts(output) == {"prepare_data": 1, "stage_authors_start": 1, "train_fp32": 3,
                                   "train_quantized": 9, "run_cost": 9, "export_packed": 9,
                                   "cost_tables": 1, "eval_authors": 4, "summarize": 1,
@@ -259,7 +267,7 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
 def test_snakemake_report_archive_holds_the_report_figures_and_tables(smoke_study, tmp_path):
     """snakemake --report report.zip after the smoke run: Snakemake's own browsable report,
     with the HTML/PDF report, each figure and table, and their captions."""
-    folder, _ = smoke_study
+    folder = smoke_study.folder
     archive = tmp_path / "report.zip"
     done = snakemake(folder, "--report", str(archive), *SMOKE[2:])
     assert "Report created" in done.stdout + done.stderr
@@ -277,7 +285,7 @@ def test_snakemake_report_archive_holds_the_report_figures_and_tables(smoke_stud
 
 
 def test_second_run_does_nothing(smoke_study, shared_data):
-    folder, _ = smoke_study
+    folder = smoke_study.folder
     before = {p: p.stat().st_mtime_ns for p in (folder / "results").rglob("*") if p.is_file()}
     done = snakemake(folder, *SMOKE, APOT_DATA_MIRROR=str(shared_data))
     assert nothing_to_do(done.stdout + done.stderr)
@@ -294,7 +302,7 @@ def test_killed_run_finishes_only_what_was_missing(smoke_study, tmp_path, shared
     """On a copy of the session's smoke study whose cosine chain (4 of its 12 runs) is gone,
     SIGKILL the whole workflow once two of them have completed again, unlock, run again:
     completed runs are not trained again, and a run with a checkpoint resumes from it."""
-    workflow = copy_study(smoke_study[0], tmp_path / "study", drop=("cifar10/resnet20/cosine",))
+    workflow = copy_study(smoke_study.folder, tmp_path / "study", drop=("cifar10/resnet20/cosine",))
     runs = workflow / "results/smoke/runs"
     assert len(list(runs.rglob("metrics.json"))) == 8
     process = subprocess.Popen([str(BIN / "snakemake"), *SMOKE], cwd=workflow,

@@ -22,6 +22,22 @@ WORKFLOW_FILES = ("apot", "Snakefile", "rules", "schemas", "config.yaml", "profi
 SMOKE = ["--cores", "2", "--config", "preset=smoke", "on_missing_data=skip"]
 
 
+# Another configuration of the smoke preset, as a user previewing an edit would give it with
+# --configfile: the multistep chain's 4-bit step at learning rate 0.5 instead of 0.04.
+CHANGED_STEP = ("cifar10", 1, 0.5)  # study, chain step, its new learning rate
+CHANGED_RUNS = tuple(f"cifar10/resnet20/multistep/apot-w{bits}/seed0" for bits in (4, 3, 2))
+
+
+def write_changed_config(path: Path) -> Path:
+    """A --configfile that changes CHANGED_STEP's learning rate in the smoke preset."""
+    study, step, lr = CHANGED_STEP
+    chain = yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["smoke"]["studies"][
+        study]["chain"]
+    chain[step]["lr"] = lr
+    path.write_text(yaml.safe_dump({"presets": {"smoke": {"studies": {study: {"chain": chain}}}}}))
+    return path
+
+
 def copy_workflow(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in WORKFLOW_FILES:
@@ -98,6 +114,14 @@ def job_inputs(output: str, target: str) -> list[str]:
         if lines.get("output") == target:
             return lines.get("input", "").split(", ") if lines.get("input") else []
     raise AssertionError(f"no job writes {target}")
+
+
+def study_file(output: str) -> str:
+    """The study file the jobs of a dry run (-n; with -p for the summary's) read: each job
+    names the same one."""
+    named = set(re.findall(r" -m apot (?:train|summarize|export) (?:\S+ )*?--study (\S+)", output))
+    assert len(named) == 1, named
+    return named.pop()
 
 
 def nothing_to_do(output: str) -> bool:

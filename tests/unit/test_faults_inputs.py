@@ -193,6 +193,13 @@ def without(key: str) -> dict:
     return summary
 
 
+def run_without(key: str) -> dict:
+    """A summary whose one run entry lacks ``key``."""
+    run = {"path": "x", "status": "done"}
+    del run[key]
+    return {**minimal_summary(), "runs": [run]}
+
+
 MALFORMED = {
     "not-json": ('{"preset": "quick",', r"is damaged: not valid JSON \(.*\); write it again"),
     "list": ([], "holds a JSON array, not an object: it is not a summary"),
@@ -204,6 +211,8 @@ MALFORMED = {
     "cost-list": ({**minimal_summary(), "cost": []}, "'cost' is a JSON array, not a JSON object"),
     "unknown-preset": ({**minimal_summary(), "preset": "other"},
                        "its 'config' has no preset 'other' under 'presets'"),
+    "run-without-status": (run_without("status"), r"runs\[0\] has no 'status' \(a string\)"),
+    "group-not-object": ({**minimal_summary(), "groups": [3]}, r"groups\[0\] has no 'status'"),
 }
 
 
@@ -264,6 +273,69 @@ def test_config_that_is_not_a_mapping(tmp_path, text, what):
     assert str(info.value).startswith(f"{path} is {what}, not a mapping of settings; ")
 
 
+def edited_config(edit) -> dict:
+    """The repository's config.yaml with ``edit`` applied (in place)."""
+    import yaml
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    edit(config)
+    return config
+
+
+HOSTILE_CONFIG = {
+    "lr-nan": (lambda c: c["presets"]["smoke"]["studies"]["cifar10"]["chain"][1].update(
+        lr=float("nan")), "config key presets.smoke.studies.cifar10.chain[1].lr: nan is not a "
+                          "finite number"),
+    "lr-inf": (lambda c: c["presets"]["smoke"]["studies"]["warm"]["chain"][0].update(
+        lr=float("inf")), "config key presets.smoke.studies.warm.chain[0].lr: inf is not a finite"),
+    "momentum-nan": (lambda c: c["presets"]["quick"]["studies"]["warm"].update(
+        momentum=float("nan")), "presets.quick.studies.warm.momentum: nan is not a finite"),
+    "batch-1e12": (lambda c: c["presets"]["smoke"]["studies"]["cifar10"].update(
+        batch_size=1e12), "config key presets.smoke.studies.cifar10.batch_size: "
+                          "1000000000000.0 is greater than the maximum of 65536"),
+    "step-batch": (lambda c: c["presets"]["smoke"]["studies"]["cifar10"]["chain"][1].update(
+        batch_size=10**9), "chain.1.batch_size: 1000000000 is greater than the maximum"),
+    "epochs": (lambda c: c["presets"]["smoke"]["studies"]["cifar10"].update(epochs=10**9),
+               "presets.smoke.studies.cifar10.epochs: 1000000000 is greater than the maximum"),
+    "subset": (lambda c: c["presets"]["smoke"]["datasets"]["cifar10"].update(
+        train_per_class=10**12), "train_per_class: 1000000000000 is greater than the maximum"),
+    "preset-name": (lambda c: c.update(preset="x$(touch PWN)"),
+                    "config key preset: 'x$(touch PWN)' does not match '^[A-Za-z0-9_-]+$'"),
+    "preset-key": (lambda c: c["presets"].update({"x;rm": c["presets"]["smoke"]}),
+                   "config key presets: 'x;rm' does not match"),
+    "study-key": (lambda c: c["presets"]["smoke"]["studies"].update(
+        {"a b": c["presets"]["smoke"]["studies"]["cifar10"]}), "'a b' does not match"),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE_CONFIG))
+def test_a_hostile_config_value_is_refused_with_its_key(kind):
+    from apot.study import validate_config
+    edit, message = HOSTILE_CONFIG[kind]
+    with pytest.raises(UserError) as caught:
+        validate_config(edited_config(edit))
+    assert message in str(caught.value)
+
+
+# The values a rule command formats that need no quoting: the interpreter and the flags the
+# Snakefile builds with shlex.quote, the thread count, and wildcards whose constraints allow
+# digits and letters only (rules/common.smk).
+QUOTED_ALREADY = {"APOT", "DEVICE_ARGS", "SOURCE_ARGS", "AUTHORS_DIR", "params.subset",
+                  "params.args", "threads", "wildcards.bits", "wildcards.arch"}
+
+
+def test_every_path_in_a_rule_command_is_quoted():
+    """A path with a space or a shell character (a workflow folder, a run name) cannot split
+    a job's command or run one of its own: every formatted value is quoted (:q) unless the
+    Snakefile quoted it or its pattern allows no such character."""
+    fields = []
+    for path in sorted((REPO / "rules").glob("*.smk")):
+        for shell in re.findall(r"shell:\n((?:\s+\".*\"\n)+)", path.read_text()):
+            fields += [(path.name, f) for f in re.findall(r"\{([^{}]+)\}", shell)]
+    assert len(fields) > 30
+    unquoted = [(name, f) for name, f in fields if not f.endswith(":q") and f not in QUOTED_ALREADY]
+    assert unquoted == []
+
+
 def test_good_or_missing_config_passes_and_the_snakefile_checks_first(tmp_path):
     check_yaml(REPO / "config.yaml")
     check_yaml(tmp_path / "missing.yaml")  # Snakemake reports a missing file itself
@@ -286,6 +358,27 @@ def test_an_os_error_is_one_line_with_cause_path_and_fix(code, words):
     from apot.errors import os_error_message
     message = os_error_message(OSError(code, os.strerror(code), "results/x/checkpoint.pt"))
     assert message.startswith(words) and "\n" not in message
+
+
+def test_an_os_error_without_text_and_a_folder_that_takes_no_file_are_named(tmp_path):
+    from apot.errors import os_error_message
+    assert os_error_message(OSError()) == ("an operating-system error (OSError) without a "
+                                           "description")
+    assert os_error_message(OSError(errno.EIO, "")) == "input/output error"
+    assert os_error_message(OSError("the disk is on fire")) == "the disk is on fire"
+    message = os_error_message(FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT),
+                                                 str(tmp_path / "x.json")))
+    assert "the folder exists but does not take new files" in message
+    assert "create the folder" not in message
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_out_in_a_folder_that_takes_no_file_is_refused_before_the_work(capsys):
+    assert main(["cost", "--arch", "resnet20", "--bits", "4", "--out", "/proc/x.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("apot cost: error: --out /proc/x.json: no file can be created in "
+                          "/proc") and "write elsewhere" in err and "create the folder" not in err
+    assert len(err.strip().splitlines()) == 1 and not err.count("{")
 
 
 def test_an_os_error_in_any_command_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):

@@ -1,6 +1,6 @@
 """The results layout and the study file: one statement of where results live, a study file
-rewritten only when it changes, and `apot train --study --run` and `apot export --study --run`
-resolving a run from it."""
+named by its content (so that no invocation can change what another's jobs read), and `apot
+train --study --run` and `apot export --study --run` resolving a run from it."""
 from __future__ import annotations
 
 import copy
@@ -12,11 +12,10 @@ import pytest
 import yaml
 
 from apot.cli import main
-from apot.layout import (BEST, METRICS, PACKED, PACKED_RESULT, ResultsLayout,
-                         write_text_if_changed)
+from apot.layout import BEST, METRICS, PACKED, PACKED_RESULT, ResultsLayout
 from apot.quant.schemes import FLOAT
-from apot.study import (PACKED_CHECK_PER_CLASS, expand_runs, export_settings, train_settings,
-                        validate_config)
+from apot.study import (PACKED_CHECK_PER_CLASS, expand_runs, export_settings, read_study,
+                        study_record, train_settings, validate_config, write_study)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -32,29 +31,38 @@ def test_a_run_and_its_start_are_where_the_layout_says():
     assert settings["init"] == layout.run_file(child.parent, BEST)
     assert settings["data"] == "results/smoke/data/" + child.data
     assert layout.run_file(child.path, METRICS) == f"results/smoke/runs/{child.path}/metrics.json"
-    assert (layout.logs, layout.benchmarks, layout.study) == (
-        "logs/smoke", "benchmarks/smoke", "results/smoke/study.json")
+    assert (layout.logs, layout.benchmarks, layout.study_file("0123")) == (
+        "logs/smoke", "benchmarks/smoke", "results/smoke/studies/0123.json")
+    assert ResultsLayout.of_study_file(layout.study_file("0123")) == layout
 
 
-def test_the_study_file_is_rewritten_only_when_its_content_changes(tmp_path):
-    path = tmp_path / "results" / "p" / "study.json"
-    assert write_text_if_changed(path, "{}\n")
-    os.utime(path, ns=(1, 1))
-    assert not write_text_if_changed(path, "{}\n")
-    assert path.stat().st_mtime_ns == 1  # the same content: Snakemake sees nothing new
-    assert write_text_if_changed(path, '{"a": 1}\n')
-    assert path.read_text() == '{"a": 1}\n' and path.stat().st_mtime_ns != 1
-    assert not list(path.parent.glob(".*.tmp"))
+def smoke_record(**changes) -> dict:
+    config = validate_config(copy.deepcopy(CONFIG) | {"preset": "smoke", **changes})
+    return study_record(config, {}, {}, [], None)
+
+
+def test_a_study_file_is_named_by_its_content_and_never_rewritten(tmp_path, monkeypatch):
+    """Two configurations give two files; writing one again leaves it as it was (its time
+    too: Snakemake sees nothing new), and the other is untouched."""
+    monkeypatch.chdir(tmp_path)
+    layout = ResultsLayout.of_preset("smoke")
+    first = write_study(smoke_record(), layout)
+    os.utime(first, ns=(1, 1))
+    other = write_study(smoke_record(scheme_ablation=True), layout)
+    assert other != first and Path(first).parent == Path(other).parent
+    assert write_study(smoke_record(), layout) == first
+    assert Path(first).stat().st_mtime_ns == 1
+    assert read_study(first)["config"]["scheme_ablation"] is False
+    assert read_study(other)["config"]["scheme_ablation"] is True
+    assert not list(Path(first).parent.glob(".*.tmp"))
 
 
 @pytest.fixture
 def study_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = validate_config(copy.deepcopy(CONFIG) | {"preset": "smoke"})
-    path = Path("results/smoke/study.json")
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"config": config, "skipped": {}}))
-    return path, expand_runs(config)
+    record = smoke_record()
+    path = Path(write_study(record, ResultsLayout.of_preset("smoke")))
+    return path, expand_runs(record["config"])
 
 
 def test_train_resolves_its_run_from_the_study_file(study_file, capsys):
@@ -103,10 +111,19 @@ def test_an_export_is_of_the_run_folder_its_model_and_its_data():
         run.train[key] for key in ("scheme", "k", "first_last")}
 
 
+def complete(run, **changes) -> None:
+    """Write the metrics.json of a completed ``run`` (no files recorded), recording the
+    study's settings of it with ``changes``."""
+    config = {**train_settings(run, ResultsLayout.of_preset("smoke")), **changes}
+    path = Path(ResultsLayout.of_preset("smoke").run_file(run.path, METRICS))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"best_top1": 10.0, "files": {}, "config": config}))
+
+
 def test_export_resolves_its_run_from_the_study_file(study_file, capsys):
     path, runs = study_file
     run = next(run for run in runs if run.scheme != FLOAT)
-    Path(f"results/smoke/runs/{run.path}").mkdir(parents=True)
+    complete(run)
     assert main(["export", "--study", str(path), "--run", run.path]) == 2
     # the checkpoint it looked for is the run's best weights, under the study file's folder
     assert (f"checkpoint results/smoke/runs/{run.path}/{BEST} does not exist"
@@ -134,14 +151,82 @@ def test_export_without_a_study_names_the_missing_flags(capsys):
             in capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("content, wanted", [
-    (None, "cannot read --study"),
-    ("{not json", "is not the study file the Snakefile writes"),
-    ('{"skipped": {}}', "is not the study file the Snakefile writes"),
+def named(folder: Path, text: str) -> Path:
+    """A file under ``folder``/studies named as the Snakefile names ``text``."""
+    from apot.study import study_digest
+    path = folder / "studies" / f"{study_digest(text)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("make, wanted", [
+    (lambda d: d / "studies" / "0123456789abcdef.json", "cannot read --study"),
+    (lambda d: named(d, "{not json"), "is not the study file the Snakefile writes"),
+    (lambda d: named(d, '{"skipped": {}}'), "is not the study file the Snakefile writes"),
+    (lambda d: named(d, "\xff".encode("latin-1").decode("latin-1")),
+     "is not the study file the Snakefile writes"),
+    # a study file edited by hand: its content is no longer the one its name records
+    (lambda d: Path(str(named(d, "{}\n"))).write_text("{ }\n") and
+     next((d / "studies").glob("*.json")), "does not hold the content its name records"),
+    # any other name, the old results/<preset>/study.json among them
+    (lambda d: (d / "study.json", (d / "study.json").write_text("{}"))[0], "is not a study file"),
 ])
-def test_a_bad_study_file_is_named(tmp_path, capsys, content, wanted):
-    path = tmp_path / "study.json"
-    if content is not None:
-        path.write_text(content)
+def test_a_bad_study_file_is_named(tmp_path, capsys, make, wanted):
+    path = make(tmp_path)
     assert main(["cost-tables", "--study", str(path), "--out", str(tmp_path / "c.json")]) == 2
-    assert wanted in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert wanted in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_export_refuses_a_run_trained_with_other_settings(study_file, capsys):
+    path, runs = study_file
+    run = next(run for run in runs if run.scheme != FLOAT)
+    assert main(["export", "--study", str(path), "--run", run.path]) == 2
+    assert f"run {run.path} has not completed (no metrics.json)" in capsys.readouterr().err
+    complete(run, lr=0.5, seed=7)
+    assert main(["export", "--study", str(path), "--run", run.path]) == 2
+    err = capsys.readouterr().err
+    assert (f"run {run.path}: it was trained with other settings than the study's (lr 0.5 "
+            f"there, {run.train['lr']!r} in the study, seed 7 there, 0 in the study)") in err
+    assert f"--study {path}; run snakemake again" in err
+
+
+def test_train_refuses_to_start_from_a_run_of_other_settings(study_file, capsys):
+    """A chain's step starts from its parent's best weights only if the parent completed with
+    the study's settings of it (a dry run of another config cannot slip a parent in)."""
+    path, runs = study_file
+    child = next(run for run in runs if run.parent is not None)
+    parent = next(run for run in runs if run.path == child.parent)
+    args = ["train", "--study", str(path), "--run", child.path, "--device", "cpu"]
+    assert main(args) == 2
+    assert (f"run {parent.path} has not completed (no metrics.json): train it first"
+            in capsys.readouterr().err)
+    complete(parent, epochs=parent.train["epochs"] + 1)
+    assert main(args) == 2
+    assert (f"run {parent.path}: it was trained with other settings than the study's (epochs "
+            f"{parent.train['epochs'] + 1} there, {parent.train['epochs']} in the study)"
+            in capsys.readouterr().err)
+    complete(parent)
+    assert main(args) == 2  # past the check: now its prepared data is what is missing
+    assert "is not a prepared dataset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, differing", [
+    ({}, set()),
+    ({"lr": 0.5}, {"lr"}),
+    ({"milestones": [1]}, {"milestones"}),
+    ({"out": "/elsewhere/run"}, set()),  # the folder the record is in
+    ({"data": "./results/smoke/data/../data/cifar10"}, set()),  # the same folder, respelled
+    ({"data": "results/smoke/data/cifar100"}, {"data"}),
+    ({"init": None}, {"init"}),
+    ({"init": "results/smoke/runs/other/best.pt"}, {"init"}),
+])
+def test_a_recorded_config_is_compared_by_value_and_paths_by_place(change, differing):
+    from apot.study import recorded_differences
+    layout = ResultsLayout.of_preset("smoke")
+    config = smoke_record()["config"]
+    run = next(run for run in expand_runs(config) if run.parent is not None
+               and run.data == "cifar10")
+    recorded = {**train_settings(run, layout), **change}
+    assert set(recorded_differences(run, layout, recorded)) == differing

@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 
 from apot.checkpoints import save_atomic
 from apot.errors import UserError
+from apot.layout import file_sha256
 from apot.models import build_model
 from apot.packed_file import HEADER_KEY, export_packed, float32_size, load_packed, read_packed
 from apot.quant import integer
@@ -157,6 +158,8 @@ def test_export_writes_a_file_a_fifth_of_the_float_size_and_loads_it_back(tmp_pa
     out = tmp_path / "model.safetensors"
     result = export_packed(model, description, 10, checkpoint, out)
     assert result["packed_bytes"] == out.stat().st_size
+    assert result["packed_sha256"] == file_sha256(out)  # what the workflow checks the file by
+    assert list(result).index("packed_sha256") == list(result).index("packed_bytes") + 1
     assert result["float32_bytes"] == float32_size(model)
     assert out.stat().st_size * 5 <= result["float32_bytes"]
     assert result["quantized_layers"] == 20 and result["quantized_weights"] == sum(

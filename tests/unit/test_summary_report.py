@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from apot.report import build_report, comparison_tables, load_cited
-from apot.study import expand_runs, validate_config
+from apot.layout import ResultsLayout
+from apot.study import expand_runs, train_settings, validate_config
 from apot.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ FIXTURE = {
 }
 
 
-def write_run(results: Path, path: str, best: float, seed: int) -> None:
+def write_run(results: Path, path: str, best: float, seed: int, config: dict) -> None:
     folder = results / "runs" / path
     folder.mkdir(parents=True)
     history = [{"epoch": 0, "lr": 0.1, "train_loss": 1.0, "train_top1": 50.0,
@@ -42,7 +43,14 @@ def write_run(results: Path, path: str, best: float, seed: int) -> None:
         writer.writerows(history)
     (folder / "metrics.json").write_text(json.dumps({
         "best_top1": best, "best_epoch": 1, "final_top1": best - 0.5, "final_top5": 95.0,
-        "epochs": 2, "wall_seconds": 4.0, "device": "cpu", "seed": seed, "init": None}))
+        "epochs": 2, "wall_seconds": 4.0, "device": "cpu", "seed": seed, "init": None,
+        "config": recorded_config(config, path, results)}))
+
+
+def recorded_config(config: dict, path: str, results: Path) -> dict:
+    """The settings metrics.json records: those the study gives the run."""
+    run = next(run for run in expand_runs(config) if run.path == path)
+    return train_settings(run, ResultsLayout(str(results)))
 
 
 @pytest.fixture
@@ -51,7 +59,7 @@ def study(tmp_path):
     config["presets"]["smoke"]["seeds"] = [0, 1]
     results = tmp_path / "results" / "smoke"
     for (path, seed), best in FIXTURE.items():
-        write_run(results, f"{path}/seed{seed}", best, seed)
+        write_run(results, f"{path}/seed{seed}", best, seed, config)
     data = results / "data" / "cifar10"
     data.mkdir(parents=True)
     (data / "manifest.json").write_text(json.dumps({
@@ -294,7 +302,7 @@ def test_scheme_ablation_table_when_it_ran_and_when_it_did_not(study, tmp_path):
     build_report(results / "summary.json", tmp_path / "plain")
     assert "set <code>scheme_ablation: true</code>" in (tmp_path / "plain/report.html").read_text()
     spec = {**spec, "config": {**spec["config"], "scheme_ablation": True}}
-    write_run(results, "cifar10/resnet20/multistep/pot-w4/seed0", 77.25, 0)
+    write_run(results, "cifar10/resnet20/multistep/pot-w4/seed0", 77.25, 0, spec["config"])
     summarize(spec, results)
     build_report(results / "summary.json", tmp_path / "ablation")
     html = (tmp_path / "ablation/report.html").read_text()

@@ -189,7 +189,7 @@ def test_initialization_from_another_architecture_is_refused(data, tmp_path):
         train(config(data, tmp_path / "run", init=str(path)))
 
 
-def test_zero_epochs_is_the_initialization_as_it_is(data, tmp_path):
+def test_zero_epochs_is_the_initialization_as_it_is(data, tmp_path, capsys):
     """A chain's FP32 step can be a released model as it is (the authors start ImageNet from
     torchvision's weights): 0 epochs evaluates the --init file and keeps it as best.pt."""
     train(config(data, tmp_path / "fp", epochs=1))
@@ -197,7 +197,10 @@ def test_zero_epochs_is_the_initialization_as_it_is(data, tmp_path):
     torch.save({"state_dict": load_file(start)["state_dict"],
                 "origin": {"kind": "authors", "file": "/released/res20.pth.tar",
                            "sha256": "ab" * 32}}, tmp_path / "start.pt")
+    capsys.readouterr()
     metrics = train(config(data, tmp_path / "as-is", epochs=0, init=str(tmp_path / "start.pt")))
+    said = capsys.readouterr().err
+    assert "0 epochs: the initialization as it is" in said and " of 0" not in said
     again = Run(config(data, tmp_path / "check", epochs=1, init=str(tmp_path / "start.pt")))
     again.initialize_from(again.cfg.init)
     expected = again.test()["test_top1"]
