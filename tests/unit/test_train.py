@@ -134,6 +134,9 @@ def test_stopped_mid_epoch_then_rerun_equals_uninterrupted(data, tmp_path, stop,
     whole = json.loads((whole_dir / METRICS).read_text())
     resumed = json.loads((killed / METRICS).read_text())
     measured = ("wall_seconds", "executions", "files")
+    # the two runs' folders differ, and so does the config each records of it
+    assert (resumed["config"].pop("out"), whole["config"].pop("out")) == (str(killed),
+                                                                          str(whole_dir))
     assert {k: v for k, v in resumed.items() if k not in measured} == \
         {k: v for k, v in whole.items() if k not in measured}
     assert resumed["threads"] == {"torch": threads, "numba": threads}
