@@ -189,8 +189,10 @@ STUDY = study_record(config, SKIPPED, SKIPPED_STUDIES, AUTHORS_BITS, AUTHORS_DAT
 if workflow.is_main_process:
     STUDY_FILE = write_study(STUDY, LAYOUT)
     os.environ[STUDY_ENV] = STUDY_FILE
-else:
-    STUDY_FILE = os.environ.get(STUDY_ENV) or LAYOUT.study_file(study_digest(study_text(STUDY)))
+else:  # a cluster job: the submitting process's file, if it is one of this preset's
+    STUDY_FILE = os.environ.get(STUDY_ENV, "")
+    if os.path.dirname(STUDY_FILE) != LAYOUT.studies_dir:
+        STUDY_FILE = LAYOUT.study_file(study_digest(study_text(STUDY)))
 
 
 def damaged_results():

@@ -74,8 +74,8 @@ def test_a_scheme_registered_alone_reaches_the_study_cost_tables_and_report(toy_
 
     results = tmp_path / "results" / "smoke"
     base = toy_runs[0].path.split("/" + TOY + "-w")[0]
-    write_run(results, f"{base}/fp32-w32/seed0", 80.0, 0)
-    write_run(results, f"{base}/{TOY}-w4/seed0", 71.25, 0)
+    write_run(results, f"{base}/fp32-w32/seed0", 80.0, 0, config)
+    write_run(results, f"{base}/{TOY}-w4/seed0", 71.25, 0, config)
     summarize({"config": config, "skipped": {}}, results)
     html = render_html(json.loads((results / "summary.json").read_text()))
     table = html.split("<h2>Scheme ablation")[1].split("</table>")[0]
