@@ -51,6 +51,17 @@ def check_files(folder: Path, record: dict) -> list[str]:
     return problems
 
 
+def read_record(path: Path) -> tuple[object, str | None]:
+    """(the JSON value of a record file, None), or (None, why it cannot be read) named by the
+    file's name: a damaged record is a problem to report, not an exception."""
+    try:
+        return json.loads(path.read_text()), None
+    except (ValueError, UnicodeDecodeError):
+        return None, f"{path.name} is not JSON"
+    except OSError as exc:
+        return None, f"{path.name} cannot be read ({exc.strerror})"
+
+
 def check_run(folder: str | os.PathLike) -> list[str]:
     """Problems of a completed run's folder (empty: it is whole). A folder without
     metrics.json has not completed: nothing to check here."""
@@ -58,12 +69,9 @@ def check_run(folder: str | os.PathLike) -> list[str]:
     path = folder / METRICS
     if not path.is_file():
         return []
-    try:
-        metrics = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        return [f"{METRICS} is not JSON"]
-    except OSError as exc:
-        return [f"{METRICS} cannot be read ({exc.strerror})"]
+    metrics, problem = read_record(path)
+    if problem:
+        return [problem]
     if not isinstance(metrics, dict) or not isinstance(metrics.get("best_top1"), (int, float)):
         return [f"{METRICS} is not the metrics of a run"]
     return check_files(folder, metrics.get("files") or {})
@@ -84,12 +92,9 @@ def packed_record_problems(packed: str | os.PathLike, record_path: str | os.Path
     packed, record_path = Path(packed), Path(record_path)
     if not record_path.is_file():
         return None
-    try:
-        record = json.loads(record_path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        return [f"{record_path.name} is not JSON"]
-    except OSError as exc:
-        return [f"{record_path.name} cannot be read ({exc.strerror})"]
+    record, problem = read_record(record_path)
+    if problem:
+        return [problem]
     if not isinstance(record, dict) or Path(str(record.get("out"))).name != packed.name:
         return None
     if not isinstance(record.get("packed_sha256"), str):
@@ -116,12 +121,9 @@ def check_prepared(folder: str | os.PathLike) -> list[str]:
     path = folder / MANIFEST
     if not path.is_file():
         return []
-    try:
-        manifest = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        return [f"{MANIFEST} is not JSON"]
-    except OSError as exc:
-        return [f"{MANIFEST} cannot be read ({exc.strerror})"]
+    manifest, problem = read_record(path)
+    if problem:
+        return [problem]
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict):
         return []  # ImageNet: a manifest of a folder, no tensors here
