@@ -533,9 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", type=Path, default=None,
                    help="a workflow job: the study file the Snakefile writes "
                         "(results/<preset>/studies/<digest>.json), with --run; it gives every "
-                        "setting but --threads: the run's best.pt, written as its packed.safetensors and "
-                        "packed.json, checked on the first test images of each class of its "
-                        "data")
+                        "setting but --threads: the run's best.pt, written as its "
+                        "packed.safetensors and packed.json, checked on the first test images of "
+                        "each class of its data")
     p.add_argument("--run", dest="run_path", default=None,
                    help="a quantized run's folder under the study's runs/ (with --study)")
     p.add_argument("--arch", choices=list(ARCHS), default=None,

@@ -52,7 +52,7 @@ AUTHORS_ARCH = "resnet20"  # the authors released CIFAR-10 checkpoints of this m
 # not re-run a job, so they stay out of rule params and out of the summary.
 RUNTIME_KEYS = ("device", "train_threads", "mirror", "download_root", "authors_checkpoints")
 # Training settings that name files: a run is keyed on what they hold (the prepared tensors,
-# the --init file's sha256), not on how the path is spelled.
+# the --init file's sha256), not on how the path is spelled; a run's own folder may move.
 PATH_SETTINGS = ("out", "data", "init")
 # The Snakefile's study file, for the jobs of a cluster: they parse the workflow again, and
 # read the file the submitting process wrote, not one of their own parse (rules/common.smk).
@@ -296,28 +296,29 @@ def recorded_config_problem(run: RunSpec, layout: ResultsLayout) -> str | None:
     return f"it was trained with other settings than the study's ({listed})"
 
 
-def check_recorded_config(run: RunSpec, layout: ResultsLayout, study: str | os.PathLike) -> None:
-    """UserError naming the run and its differing settings when its recorded config is not the
-    study's: results of two configurations are never mixed."""
-    problem = recorded_config_problem(run, layout)
-    if problem is not None:
-        raise UserError(f"run {run.path}: {problem}, --study {study}; run snakemake again: it "
-                        f"trains the run again with the study's settings")
+def run_problems(run: RunSpec, layout: ResultsLayout) -> list[str]:
+    """Why a completed run cannot be used as the study's (empty: it can, or it has not
+    completed): its files against their record (apot.integrity.check_run), else its recorded
+    settings against the study's."""
+    from .integrity import check_run
+
+    problems = check_run(layout.run_dir(run.path))
+    if not problems:
+        problems = [p for p in [recorded_config_problem(run, layout)] if p]
+    return problems
 
 
 def check_trained(run: RunSpec, layout: ResultsLayout, study: str | os.PathLike) -> None:
     """UserError unless ``run`` completed, its files are whole, and it was trained with the
-    study's settings: what a job that reads a trained run (an export) needs."""
-    from .integrity import check_run
-
+    study's settings (what a job that reads a trained run, an export, needs): results of two
+    configurations are never mixed."""
     if not Path(layout.run_file(run.path, METRICS)).is_file():
         raise UserError(f"run {run.path} has not completed (no {METRICS}): train it first "
                         f"(snakemake trains every run before what reads it)")
-    problems = check_run(layout.run_dir(run.path))
+    problems = run_problems(run, layout)
     if problems:
-        raise UserError(f"run {run.path}: {'; '.join(problems)}; run snakemake again: it "
-                        f"trains the run again")
-    check_recorded_config(run, layout, study)
+        raise UserError(f"run {run.path}: {'; '.join(problems)}, --study {study}; run snakemake "
+                        f"again: it trains the run again with the study's settings")
 
 
 def check_parent(config: dict, run: RunSpec, layout: ResultsLayout,

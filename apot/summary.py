@@ -24,8 +24,8 @@ from .layout import (HISTORY, HISTORY_FIELDS, MANIFEST, METRICS as RUN_METRICS, 
                      RUN_COST, ResultsLayout, benchmark_file)
 from .prepare import load_manifest
 from .quant.schemes import APOT, FLOAT, FLOAT_BITS
-from .study import (SCRATCH, expand_runs, recorded_config_problem, result_config,
-                    start_label, validate_config)
+from .study import (SCRATCH, expand_runs, result_config, run_problems, start_label,
+                    validate_config)
 
 # A group: the runs of one model, differing only in their seed. "start" tells a chain trained
 # from scratch from one that starts from a released model (a warm chain).
@@ -207,10 +207,9 @@ def check_whole(records: list[dict], results: ResultsLayout, runs: dict | None =
         if record["status"] != "done":
             continue
         folder = results.run_dir(record["path"])
-        problems = [*check_run(folder), *check_packed(folder)]
         run = (runs or {}).get(record["path"])
-        if not problems and run is not None:
-            problems = [p for p in [recorded_config_problem(run, results)] if p]
+        problems = [*(run_problems(run, results) if run is not None else check_run(folder)),
+                    *check_packed(folder)]
         if problems:
             refused.append(f"{record['path']} ({'; '.join(problems)})")
     if refused:

@@ -64,10 +64,6 @@ CALIBRATIONS = ("none", "mse")
 CALIBRATION_BATCHES = 2
 # Config fields that do not change the result: a resumed run may differ in these.
 RUNTIME_FIELDS = ("device", "threads", "workers", "progress")
-# Config fields naming files (apot.study.PATH_SETTINGS): a run is keyed on their content (the
-# prepared data's tensors, the --init file's sha256), not on how their path is spelled; its
-# own folder may move.
-PATH_FIELDS = PATH_SETTINGS
 # Defaults shared with a study's settings are the schema's (apot.study.SCHEMA_DEFAULTS).
 DEFAULTS = train_defaults()
 CHECK_EVERY_STEPS = 50  # how often a diverging loss is looked for within an epoch
@@ -318,7 +314,7 @@ class Run:
         another way, is the same run."""
         saved = {**FIELDS_ADDED_SINCE, **stored.get("config", {})}
         differ = {k: (saved.get(k), v) for k, v in self.cfg.result_fields().items()
-                  if k not in PATH_FIELDS and saved.get(k) != v}
+                  if k not in PATH_SETTINGS and saved.get(k) != v}
         identity = stored.get("data_identity")
         if identity is not None and identity != data_identity(self.manifest):
             differ["data"] = ("other prepared tensors", f"{self.cfg.data}")

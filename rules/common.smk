@@ -8,16 +8,16 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from apot.errors import UserError
-from apot.integrity import check_packed, check_prepared, check_run
+from apot.integrity import check_packed, check_prepared
 from apot.layout import METRICS, PACKED, PACKED_RESULT, RUN_COST, ResultsLayout
 from apot.quant.schemes import FLOAT, FLOAT_BITS, MODEL_BITS
 from apot.sources import mirror_folder
 from apot.study import AUTHORS_BITS as AUTHORS_BITS_ALL
 from apot.study import (AUTHORS_ARCH, STUDY_ENV, authors_checkpoints, check_config,
                         check_data, best_model_settings, check_starts, data_sources,
-                        dataset_of, expand_runs, export_settings, recorded_config_problem,
-                        start_file, start_path, study_digest, study_record, study_text,
-                        train_settings, write_study)
+                        dataset_of, expand_runs, export_settings, run_problems, start_file,
+                        start_path, study_digest, study_record, study_text, train_settings,
+                        write_study)
 
 PRESET = config["preset"]
 LAYOUT = ResultsLayout.of_preset(PRESET)
@@ -207,8 +207,7 @@ def damaged_results():
         if problems:
             found[LAYOUT.manifest(name)] = problems
     for path, run in RUNS.items():
-        problems = check_run(run_dir(path)) or [
-            problem for problem in [recorded_config_problem(run, LAYOUT)] if problem]
+        problems = run_problems(run, LAYOUT)
         if problems:
             found[run_metrics(path)] = problems
         elif path in QUANTIZED_RUNS and (problems := check_packed(run_dir(path))):
