@@ -124,6 +124,7 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     from .threads import use_threads
     _check_eval_flags(args)
     check_output_file(args.out)
+    check_output_file(args.predictions)
     device = resolve_device(args.device)
     threads = use_threads(args.threads)
     start = time.perf_counter()
@@ -147,7 +148,12 @@ def cmd_eval(args: argparse.Namespace) -> dict:
         model, _ = load_model(args.checkpoint, _description(args), num_classes)
         source = {"checkpoint": str(args.checkpoint),
                   "checkpoint_sha256": file_sha256(args.checkpoint)}
-    result = evaluate(model, batches, device)
+    result = evaluate(model, batches, device, keep_predictions=args.predictions is not None)
+    if args.predictions is not None:
+        from .predictions import write_predictions
+        result["predictions"] = write_predictions(
+            args.predictions, result.pop("predicted").numpy(), result.pop("labels").numpy(),
+            _predictions_identity(args))
     result = {**result, **_description(args), **source,
               "data": str(args.data), "dataset": dataset, "split": args.split,
               "device": str(device), "threads": threads,
@@ -155,6 +161,19 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     if args.out is not None:
         _write_json(args.out, result)
     return result
+
+
+def _predictions_identity(args: argparse.Namespace) -> str:
+    """What ``apot eval``'s images are: a prepared test split whole is named as a training run
+    names it (so the two compare); anything else by its path, split and limit."""
+    from .predictions import test_identity
+    from .prepare import load_manifest
+
+    data = Path(args.data)
+    if (data / MANIFEST).is_file() and args.split == "test" and not args.limit_per_class:
+        return test_identity(load_manifest(data))
+    limit = f", first {args.limit_per_class} per class" if args.limit_per_class else ""
+    return f"{data} split {args.split}{limit}"
 
 
 def _check_eval_flags(args: argparse.Namespace) -> None:
@@ -431,7 +450,9 @@ TRAIN_FLAGS = {
                                    "start at the least-squared-error value on the first "
                                    "training batches"),
     "wgt_alpha_init": (float, "initial weight threshold (in weight std units)"),
-    "schedule": (str, "multistep | cosine (per epoch) | cosine_steps (per batch)"), "milestones": (int, "epochs where lr *= gamma"),
+    "schedule": (str, "multistep | cosine (per epoch) | cosine_steps (per batch) | "
+                 "cosine_epochs (per batch, restarted each epoch)"),
+    "milestones": (int, "epochs where lr *= gamma"),
     "gamma": (float, "multistep factor"),
     "init": (str, "initialization checkpoint (progressive, or a released model; with "
                   "--epochs 0 the run is that model as it is)"),
@@ -526,6 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--threads", type=_positive, default=None, help=THREADS_HELP)
     p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    p.add_argument("--predictions", type=Path, default=None,
+                   help="also write each image's predicted class to this file (.npz, "
+                        "apot.predictions): what pairs this model's errors with another's")
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("export", help="write a quantized checkpoint as a packed model (integer "

@@ -10,11 +10,11 @@ from torch import nn
 from .errors import UserError
 
 
-def _score(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """[count, top-1 hits, top-5 hits, summed cross-entropy] of one batch, float64."""
-    logits = model(x)
+def _score(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[count, top-1 hits, top-5 hits, summed cross-entropy] of one batch, float64; and each
+    image's top-1 class (the one the hits count)."""
     top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    return torch.stack([torch.tensor(len(y), device=x.device),
+    return top[:, 0], torch.stack([torch.tensor(len(y), device=y.device),
                         (top[:, 0] == y).sum(),
                         (top == y.unsqueeze(1)).any(dim=1).sum(),
                         F.cross_entropy(logits, y, reduction="sum")]).double()
@@ -22,20 +22,32 @@ def _score(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-             device: str | torch.device = "cpu") -> dict:
-    """Top-1 / top-5 accuracy (percent), mean cross-entropy and count over ``batches``."""
+             device: str | torch.device = "cpu", keep_predictions: bool = False) -> dict:
+    """Top-1 / top-5 accuracy (percent), mean cross-entropy and count over ``batches``; with
+    ``keep_predictions`` also "predicted" and "labels": int64 (N,) CPU tensors, each image's
+    predicted and true class in the order of ``batches``."""
     model.eval().to(device)
     totals = torch.zeros(4, dtype=torch.float64, device=device)
+    predicted, labels = [], []
     try:
         for x, y in batches:
-            totals += _score(model, x.to(device), y.to(device))
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            first, scores = _score(logits, y)
+            totals += scores
+            if keep_predictions:
+                predicted.append(first.cpu())
+                labels.append(y.cpu())
     except OSError as exc:  # an unreadable image file in a streamed folder
         raise UserError(f"cannot read an image while evaluating: {exc}") from None
     n, correct1, correct5, loss_sum = totals.tolist()
     if n == 0:
         raise UserError("no images to evaluate")
-    return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss_sum / n,
-            "n": int(n)}
+    result = {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss_sum / n,
+              "n": int(n)}
+    if keep_predictions:
+        result.update(predicted=torch.cat(predicted), labels=torch.cat(labels))
+    return result
 
 
 @torch.no_grad()

@@ -120,3 +120,46 @@ def accuracy_vs_cost_svg(title: str, series: list[tuple[str, list[tuple[float, f
         ax.legend(fontsize=7, frameon=False)
         fig.tight_layout()
         return _svg(fig)
+
+
+def warm_bits_svg(title: str, series: list[dict]) -> str:
+    """Best top-1 against bit-width, FP32 first then falling bits. One line per series
+    {"label", "color", "marker", "points": [(bits, mean, std, n), ...]}: the seed interval
+    (mean ± std) as error bars, n in the legend (beside each point where it varies; None for
+    a single released model). A chain whose steps ran one epoch each has no per-epoch curve
+    worth drawing: what it shows is how top-1 falls with the bit-width."""
+    order = sorted({p[0] for s in series for p in s["points"]}, reverse=True)
+    with rc_context(RC):
+        fig = Figure(figsize=(6.4, 2.9))
+        ax = fig.subplots()
+        for index, line in enumerate(series):
+            points = sorted(line["points"], key=lambda p: order.index(p[0]))
+            # a small sideways shift per series keeps overlapping error bars apart
+            shift = 0.05 * (index - (len(series) - 1) / 2)
+            xs = [order.index(p[0]) + shift for p in points]
+            ax.errorbar(xs, [p[1] for p in points], yerr=[p[2] for p in points],
+                        color=line["color"], marker=line.get("marker", "o"), ms=3.5, lw=1,
+                        capsize=3, label=line["label"] + _seeds_label(points))
+            if len({p[3] for p in points}) > 1:
+                for x, (_, mean, std, n) in zip(xs, points):
+                    ax.annotate(f"n = {n}", (x, mean + std), textcoords="offset points",
+                                xytext=(3, 2), fontsize=6, color=line["color"])
+        ax.set_xticks(range(len(order)),
+                      ["FP32" if b == FLOAT_BITS else f"{b}-bit" for b in order])
+        ax.set_xlim(-0.4, len(order) - 0.6)
+        ax.set_xlabel("bit-width (weights and activations)")
+        ax.set_ylabel("best test top-1 (%)")
+        ax.set_title(title, fontsize=8, loc="left")
+        ax.grid(alpha=0.3)
+        # beside the axes: inside, it would cover the FP32 points at the left end
+        ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        fig.tight_layout()
+        return _svg(fig)
+
+
+def _seeds_label(points: list[tuple]) -> str:
+    counts = sorted({p[3] for p in points if p[3] is not None})
+    if not counts:
+        return ""
+    span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f" (n = {span} seed{'' if counts == [1] else 's'})"

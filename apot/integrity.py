@@ -19,9 +19,9 @@ from pathlib import Path
 
 from .errors import UserError
 from .layout import (BEST, CHECKPOINT, HISTORY, MANIFEST, METRICS, PACKED, PACKED_RESULT,
-                     file_sha256)
+                     PREDICTIONS, file_sha256)
 
-RECORDED_FILES = (CHECKPOINT, BEST, HISTORY)  # the run files metrics.json records
+RECORDED_FILES = (CHECKPOINT, BEST, HISTORY, PREDICTIONS)  # the files metrics.json records
 
 
 def file_record(path: str | os.PathLike) -> dict:

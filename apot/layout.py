@@ -26,6 +26,8 @@ from pathlib import Path
 
 # The files of one run folder. metrics.json is written last, when the run completes.
 CHECKPOINT, BEST, HISTORY, METRICS = "checkpoint.pt", "best.pt", "history.csv", "metrics.json"
+# Each image's predicted class at the best epoch (apot.predictions): what pairs two models' errors.
+PREDICTIONS = "predictions.npz"
 RUN_COST = "cost.json"
 # A quantized run's best weights as a packed model (apot export), and what the export printed.
 PACKED, PACKED_RESULT = "packed.safetensors", "packed.json"
@@ -84,6 +86,11 @@ class ResultsLayout:
         return f"{self.results}/summary.{suffix}"
 
     @property
+    def claims(self) -> str:
+        """The verdicts as data (apot.claims), which the report renders."""
+        return f"{self.results}/claims.json"
+
+    @property
     def accuracy(self) -> str:
         return f"{self.results}/accuracy.json"
 
@@ -122,6 +129,10 @@ class ResultsLayout:
 
     def authors_result(self, bits: int | str) -> str:
         return f"{self.authors_dir}/resnet20-w{bits}.json"
+
+    def authors_predictions(self, bits: int | str) -> str:
+        """The per-image test predictions of the authors' released model (apot.predictions)."""
+        return f"{self.authors_dir}/resnet20-w{bits}.{PREDICTIONS}"
 
     @property
     def starts_dir(self) -> str:

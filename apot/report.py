@@ -27,6 +27,8 @@ from .summary import group_fixops
 TEMPLATES = Path(__file__).resolve().parents[1] / "report" / "templates"
 CITED = Path(__file__).with_name("cited.yaml")
 FIGURES, TABLES = "figures", "tables"  # folders beside report.html
+CONFIG_FILE = "config.yaml"  # the resolved config, beside report.html: too long to print
+WARM_START = "authors"  # the warm study: chains from the authors' released FP32 model
 
 
 def load_cited() -> dict:
@@ -228,12 +230,24 @@ def figures(summary: dict, tables: list[dict], cost: dict | None) -> list[dict]:
     """Every figure of the report: {"id", "caption", "svg"}; only from data that exist."""
     from . import figures as fig
 
-    result = [{"id": "levels", "svg": fig.level_sets_svg(),
-               "caption": "Levels of uniform, PoT and APoT quantization of unsigned data at 3 and "
-                          "4 bits (α = 1), from apot.quant.levels (the reproducibility report's "
-                          "Figure 1)."}]
-    done = [r for r in summary["runs"] if r["status"] == "done" and r.get("curve")]
+    levels = {"id": "levels", "svg": fig.level_sets_svg(),
+              "caption": "Levels of uniform, PoT and APoT quantization of unsigned data at 3 "
+                         "and 4 bits (α = 1), from apot.quant.levels (the reproducibility "
+                         "report's Figure 1)."}
+    return [levels, *_curve_figures(summary), *_warm_figures(summary),
+            *_bits_figures(tables), *_cost_figures(summary, cost)]
+
+
+def _curve_figures(summary: dict) -> list[dict]:
+    """Test top-1 per epoch, one figure per study (dataset, arch, schedule, start). The warm
+    study (start "authors") has its bit-width figure instead: its one-epoch steps would put
+    every point at epoch 1."""
+    from . import figures as fig
+
+    done = [r for r in summary["runs"] if r["status"] == "done" and r.get("curve")
+            and r.get("start", SCRATCH) != WARM_START]
     seeds = len(summary["config"]["presets"][summary["preset"]]["seeds"])
+    result = []
     for key in dict.fromkeys((r["dataset"], r["arch"], r["schedule"], r.get("start", SCRATCH))
                              for r in done):
         runs = sorted((r for r in done
@@ -247,6 +261,65 @@ def figures(summary: dict, tables: list[dict], cost: dict | None) -> list[dict]:
                                                      for r in runs]),
                        "caption": f"Test top-1 per epoch, {title}: every completed run of this "
                                   f"preset (the reproducibility report's Figures 2-5)."})
+    return result
+
+
+def _warm_figures(summary: dict) -> list[dict]:
+    """The warm study: best top-1 against bit-width per scheme, with the seed interval, beside
+    the authors' released models; one figure per (dataset, arch, schedule)."""
+    from . import figures as fig
+
+    warm = [g for g in summary["groups"] if g.get("start") == WARM_START and g["status"] == "done"]
+    result = []
+    for key in dict.fromkeys((g["dataset"], g["arch"], g["schedule"]) for g in warm):
+        groups = [g for g in warm if (g["dataset"], g["arch"], g["schedule"]) == key]
+        if all(g["scheme"] == FLOAT for g in groups):
+            continue  # only the FP32 control: nothing against bit-width yet
+        authors, images = _authors_series(summary, groups)
+        title = f"{key[0]}, {key[1]}, {key[2]}, from the authors' FP32 model"
+        beside = (f"; beside them the authors' released models, evaluated by this code on "
+                  f"{images}" if authors else "")
+        result.append({"id": "warm-" + "-".join(key),
+                       "svg": fig.warm_bits_svg(title, _warm_series(groups) + authors),
+                       "caption": f"Best test top-1 against bit-width, {title}: each scheme's "
+                                  f"chain (FP32 control → 4 → 3 → 2 bits), mean ± std over "
+                                  f"seeds as error bars, n seeds in the legend (one seed: no "
+                                  f"bar){beside}."})
+    return result
+
+
+def _warm_series(groups: list[dict]) -> list[dict]:
+    """One series per scheme of the warm groups (the FP32 control as its own), as the figure
+    takes them: points (bits, mean, std, n) of best top-1 over seeds."""
+    series = []
+    for scheme in (FLOAT, *scheme_names()):
+        points = [(g["bits"], g["best_top1"]["mean"], g["best_top1"]["std"], g["best_top1"]["n"])
+                  for g in groups if g["scheme"] == scheme]
+        if points:
+            entry = None if scheme == FLOAT else REGISTRY.entry(scheme)
+            series.append({"label": entry.label if entry else "FP32 control",
+                           "color": entry.color if entry else "#222222", "points": points})
+    return series
+
+
+def _authors_series(summary: dict, groups: list[dict]) -> tuple[list[dict], str]:
+    """The authors' released models as one series of the warm figure (no seeds: n is None),
+    and which test images they were evaluated on against the chains'."""
+    authors = summary.get("authors") or {}
+    points = [(e["bits"], e["top1"], 0.0, None) for e in authors.get("evals", [])
+              if e.get("top1") is not None]
+    if not points:
+        return [], ""
+    same = all(g.get("data") == [authors.get("data")] for g in groups)
+    images = "the same test images" if same else "other test images than the chains'"
+    return [{"label": "authors' released models", "color": "#8c8c8c", "marker": "s",
+             "points": points}], images
+
+
+def _bits_figures(tables: list[dict]) -> list[dict]:
+    from . import figures as fig
+
+    result = []
     for table in tables:
         panels = []
         for arch in dict.fromkeys(r["arch"] for r in table["rows"]):
@@ -259,28 +332,33 @@ def figures(summary: dict, tables: list[dict], cost: dict | None) -> list[dict]:
                        "caption": f"Top-1 against bit-width, {table['title']}: the paper, the "
                                   f"reproducibility report and this run (points exist only where "
                                   f"a value does)."})
-    if cost is not None:
-        series: dict[tuple, list] = {}
-        for g in summary["groups"]:
-            value = group_fixops(g, cost)
-            if g["status"] != "done" or value is None:
-                continue
-            value /= 1e6
-            for line_scheme in (scheme_names() if g["scheme"] == FLOAT
-                                else (g["scheme"],)):
-                start = g.get("start", SCRATCH)
-                series.setdefault((g["dataset"], g["arch"], g["schedule"], line_scheme,
-                                   *(() if start == SCRATCH else (f"from {start_label(start)}",))), []
-                                  ).append((value, g["best_top1"]["mean"], g["bits"]))
-        lines = [(" ".join(k), points) for k, points in sorted(series.items())
-                 if any(b != FLOAT_BITS for _, _, b in points)]
-        if lines:
-            result.append({"id": "cost", "svg": fig.accuracy_vs_cost_svg(
-                "Accuracy against computation", lines),
-                "caption": "Best test top-1 (mean over seeds) against FixOPs per image from the "
-                           "cost model, every completed model of this preset; each line starts "
-                           "at its FP32 baseline."})
     return result
+
+
+def _cost_figures(summary: dict, cost: dict | None) -> list[dict]:
+    from . import figures as fig
+
+    if cost is None:
+        return []
+    series: dict[tuple, list] = {}
+    for g in summary["groups"]:
+        value = group_fixops(g, cost)
+        if g["status"] != "done" or value is None:
+            continue
+        value /= 1e6
+        for line_scheme in (scheme_names() if g["scheme"] == FLOAT else (g["scheme"],)):
+            start = g.get("start", SCRATCH)
+            series.setdefault((g["dataset"], g["arch"], g["schedule"], line_scheme,
+                               *(() if start == SCRATCH else (f"from {start_label(start)}",))), []
+                              ).append((value, g["best_top1"]["mean"], g["bits"]))
+    lines = [(" ".join(k), points) for k, points in sorted(series.items())
+             if any(b != FLOAT_BITS for _, _, b in points)]
+    if not lines:
+        return []
+    return [{"id": "cost", "svg": fig.accuracy_vs_cost_svg("Accuracy against computation", lines),
+             "caption": "Best test top-1 (mean over seeds) against FixOPs per image from the "
+                        "cost model, every completed model of this preset; each line starts "
+                        "at its FP32 baseline."}]
 
 
 def packed_rows(summary: dict) -> list[dict]:
@@ -448,7 +526,8 @@ def _check_type(summary: dict, key: str, kind: type, path: Path) -> None:
 
 
 def build_report(summary_path: str | Path, out_dir: str | Path) -> dict:
-    """Render report.html and report.pdf from summary.json into ``out_dir``."""
+    """Render report.html and report.pdf from summary.json into ``out_dir``, with the
+    resolved config (config.yaml) and the figures and tables as files beside them."""
     summary_path, out_dir = Path(summary_path), Path(out_dir)
     summary = read_summary(summary_path)
     try:
@@ -460,6 +539,8 @@ def build_report(summary_path: str | Path, out_dir: str | Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "report.html", text)
     write_pdf(text, out_dir / "report.pdf")
+    # The resolved config: pages of YAML that the PDF points to instead of printing them
+    write_text_atomic(out_dir / CONFIG_FILE, context["config_yaml"])
     # The figures and tables also as files of their own: Snakemake's report (snakemake
     # --report) shows them one by one, with captions from report/captions/.
     _write_folder(out_dir / FIGURES, {f"{_file_name(f['id'])}.svg": _svg_file(f["svg"])
@@ -467,7 +548,7 @@ def build_report(summary_path: str | Path, out_dir: str | Path) -> dict:
     _write_folder(out_dir / TABLES, table_files(context), ".csv")
     return {"html": str(out_dir / "report.html"), "pdf": str(out_dir / "report.pdf"),
             "figures": str(out_dir / FIGURES), "tables": str(out_dir / TABLES),
-            "preset": summary["preset"]}
+            "config": str(out_dir / CONFIG_FILE), "preset": summary["preset"]}
 
 
 def _svg_file(svg: str) -> str:

@@ -289,6 +289,9 @@ def recorded_config_problem(run: RunSpec, layout: ResultsLayout) -> str | None:
     recorded = metrics.get("config") if isinstance(metrics, dict) else None
     if not isinstance(recorded, dict):
         return f"its {METRICS} records no config (written before apot recorded it)"
+    if not isinstance(metrics.get("predictions"), dict):
+        return (f"its {METRICS} records no per-image predictions (written before apot kept "
+                f"them)")
     differ = recorded_differences(run, layout, recorded)
     if not differ:
         return None
@@ -581,7 +584,7 @@ def expand_runs(config: dict, skip: tuple[str, ...] = (),
         if study_data(study) in skip or study_name in skip_studies:
             continue
         for arch in study["archs"]:
-            for seed in preset["seeds"]:
+            for seed in study.get("seeds") or preset["seeds"]:
                 _expand_chains(config, preset, study_name, study, arch, seed, runs)
     return list(runs.values())
 

@@ -21,7 +21,8 @@ from .layout import write_text_atomic
 from .errors import UserError
 from .integrity import check_packed, check_run
 from .layout import (HISTORY, HISTORY_FIELDS, MANIFEST, METRICS as RUN_METRICS, PACKED_RESULT,
-                     RUN_COST, ResultsLayout, benchmark_file)
+                     PREDICTIONS, RUN_COST, ResultsLayout, benchmark_file)
+from .noise import chance_margin
 from .prepare import load_manifest
 from .quant.schemes import APOT, FLOAT, FLOAT_BITS
 from .study import (SCRATCH, expand_runs, result_config, run_problems, start_label,
@@ -71,6 +72,10 @@ def run_records(study: dict, results: ResultsLayout, benchmarks: Path | None) ->
                 record[key] = metrics.get(key)
             # which processes (host, SLURM job) trained which epochs; absent before 0.1
             record["executions"] = metrics.get("executions", [])
+            kept = metrics.get("predictions") or {}
+            # best.pt's per-image test predictions (apot.predictions), for paired comparisons
+            record["predictions"] = str(metrics_path.with_name(PREDICTIONS)) if kept else None
+            record["test_images"] = kept.get("images")
             bench = Path(benchmark_file(benchmarks, run.path)) if benchmarks else None
             record["job_seconds"] = _benchmark_seconds(bench) if bench else None
             cost_path = metrics_path.with_name(RUN_COST)
@@ -104,8 +109,10 @@ def authors_evaluations(study: dict, results: ResultsLayout) -> dict:
         path = Path(results.authors_result(bits))
         if path.is_file():
             result = _read_json(path)
+            predictions = Path(results.authors_predictions(bits))
             evals.append({"bits": bits, **{k: result.get(k) for k in (
-                "top1", "top5", "n", "checkpoint", "checkpoint_sha256", "split")}})
+                "top1", "top5", "n", "checkpoint", "checkpoint_sha256", "split")},
+                "predictions": str(predictions) if predictions.is_file() else None})
     return {"found": found, "evals": evals, "data": data}
 
 
@@ -128,8 +135,9 @@ def group_records(records: list[dict]) -> list[dict]:
     their first run; a group with no completed run carries that run's status."""
     import pandas as pd
 
-    runs = pd.DataFrame([{k: r.get(k) for k in (*GROUP_KEYS, "status", *METRICS)}
-                         for r in records], columns=[*GROUP_KEYS, "status", *METRICS])
+    runs = pd.DataFrame([{**{k: r.get(k) for k in (*GROUP_KEYS, *METRICS)},
+                          "status": _usable_status(r)} for r in records],
+                        columns=[*GROUP_KEYS, "status", *METRICS])
     if runs.empty:
         return []
     keys = list(GROUP_KEYS)
@@ -142,7 +150,11 @@ def group_records(records: list[dict]) -> list[dict]:
     rows = []
     for key, first in runs.drop_duplicates(keys).set_index(keys)["status"].items():
         row = {**dict(zip(GROUP_KEYS, key)), "bits": int(key[GROUP_KEYS.index("bits")])}
-        row["status"] = "done" if key in stats.index else first
+        members = [r for r in records if tuple(r[k] for k in GROUP_KEYS) == key]
+        failed = _failed_seeds(members)
+        row["status"] = ("done" if key in stats.index and not failed
+                         else _partial(failed, members) if key in stats.index else first)
+        row["failed_seeds"] = failed
         is_base = row["scheme"] == FLOAT and row["bits"] == FLOAT_BITS
         ref = None if is_base else base_mean.get(tuple(key[i] for i in base_at))
         for metric in METRICS:
@@ -154,10 +166,48 @@ def group_records(records: list[dict]) -> list[dict]:
             row[metric] = {"mean": round(float(mean), 4),
                            "std": round(float(std), 4) if n > 1 else 0.0, "n": int(n),
                            "drop": None if ref_mean is None else round(float(ref_mean - mean), 4)}
-        row.update(_group_evidence([r for r in records
-                                    if tuple(r[k] for k in GROUP_KEYS) == key]))
+        row.update(_group_evidence(members))
         rows.append(row)
     return rows
+
+
+def _usable_status(record: dict) -> str:
+    """A run's status for its group's statistics: a collapsed run is left out."""
+    return "collapsed" if record.get("collapsed") else record["status"]
+
+
+def _failed_seeds(members: list[dict]) -> list[dict]:
+    """The seeds of a group that ran but give no result: not completed, or collapsed. Runs of
+    a left-out dataset or study did not fail (they were not run), nor does a group whose runs
+    all wait to be trained."""
+    if not any(r["status"] == "done" for r in members):
+        return []
+    return [{"seed": r["seed"], "why": r.get("collapse") or r["status"]} for r in members
+            if r["status"] != "done" or r.get("collapsed")]
+
+
+def _partial(failed: list[dict], members: list[dict]) -> str:
+    seeds = ", ".join(str(f["seed"]) for f in failed)
+    return (f"partial: {len(members) - len(failed)} of {len(members)} seeds usable "
+            f"(seed {seeds}: {'; '.join(f['why'] for f in failed)})")
+
+
+def mark_collapsed(records: list[dict], data: dict) -> None:
+    """Flag each completed run whose best top-1 is at or below chance plus 2 binomial standard
+    errors of its test images (apot.noise): it learnt nothing measurable (a run can collapse
+    without a NaN), and its group's statistics leave it out."""
+    for record in records:
+        classes = len((data.get(record["data"]) or {}).get("classes") or [])
+        images = record.get("test_images") or (
+            ((data.get(record["data"]) or {}).get("counts") or {}).get("test"))
+        if record["status"] != "done" or not classes or not images:
+            continue
+        limit = chance_margin(classes, images)
+        record["collapsed"] = record["best_top1"] <= limit
+        if record["collapsed"]:
+            record["collapse"] = (f"collapsed: best top-1 {record['best_top1']:.2f} is at or "
+                                  f"below chance plus noise ({limit:.2f} for {classes} classes "
+                                  f"and {images} test images)")
 
 
 def _group_evidence(members: list[dict]) -> dict:
@@ -228,18 +278,22 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
     preset = config["presets"][config["preset"]]
     records = run_records(study, results, Path(benchmarks) if benchmarks else None)
     check_whole(records, results, {run.path: run for run in expand_runs(config)})
-    groups = group_records(records)
     data = {}
     for dataset in preset["datasets"]:
         folder = Path(results.data_dir(dataset))
         data[dataset] = (load_manifest(folder) if (folder / MANIFEST).is_file()
                          else {"status": study.get("skipped", {}).get(dataset, "not prepared")})
+    mark_collapsed(records, data)
+    groups = group_records(records)
     history_rows = histories(records, results)
     curves: dict[str, list[float]] = {}
     for row in history_rows:
         curves.setdefault(row["run"], []).append(float(row["test_top1"]))
     for record in records:
         record["curve"] = curves.get(record["path"])  # test top-1 per epoch, for the figures
+        curve = record["curve"] or []
+        # what the last epoch still gained (points): a model still improving has not converged
+        record["last_gain"] = round(curve[-1] - curve[-2], 4) if len(curve) > 1 else None
     summary = {"preset": config["preset"], "description": preset["description"],
                "full_scale": preset["full_scale"], "config": result_config(config),
                "data": data,

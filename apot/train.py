@@ -38,7 +38,7 @@ from .device import resolve_device
 from .errors import UserError
 from .integrity import check_run, file_record, run_files_record
 from .layout import (BEST, CHECKPOINT, HISTORY, HISTORY_FIELDS, METRICS, PENDING_BEST,
-                     file_sha256, write_text_atomic)
+                     PREDICTIONS, file_sha256, write_text_atomic)
 from .loader import ImageFolderLoader, TensorLoader
 from .models import ARCHS, build_model
 from .quant.convert import FIRST_LAST_POLICIES
@@ -46,6 +46,7 @@ from .quant.levels import MAX_BITS
 from .quant.schemes import APOT, FLOAT_BITS, MODEL_BITS, scheme_names
 from .quant.modules import ACT_ALPHA_INIT_BY_RULES, QUANTIZER_RULES
 from .datasets import FOLDER
+from .predictions import test_identity, write_predictions
 from .prepare import load_manifest, load_prepared, manifest_dataset
 from .lock import exclusive
 from .stopping import StopOnSignals
@@ -55,9 +56,12 @@ from .threads import threads_in_use, use_threads
 # multistep and cosine step once per epoch, as the authors and the reproducibility report;
 # cosine_steps anneals per training step (batch) to zero at the run's last step: the schedule
 # of a short fine-tune, whose end point must not be wherever SGD at full LR happened to stop.
-SCHEDULES = ("multistep", "cosine", "cosine_steps")
-PER_STEP_SCHEDULES = ("cosine_steps",)
-RUN_FILES = (METRICS, CHECKPOINT, BEST, HISTORY, PENDING_BEST)  # metrics.json first: see set_aside
+# cosine_epochs anneals the same way within each epoch and starts again at the next: every
+# epoch ends at such a point, so two epochs' test top-1 show whether the step has converged.
+SCHEDULES = ("multistep", "cosine", "cosine_steps", "cosine_epochs")
+PER_STEP_SCHEDULES = ("cosine_steps", "cosine_epochs")
+# metrics.json first: see set_aside
+RUN_FILES = (METRICS, CHECKPOINT, BEST, HISTORY, PREDICTIONS, PENDING_BEST)
 # Result fields added after 0.1, with the value every older checkpoint was trained with.
 FIELDS_ADDED_SINCE = {"quantizer_rules": "cifar", "act_alpha_calibration": "none"}
 CALIBRATIONS = ("none", "mse")
@@ -211,6 +215,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     if cfg.schedule == "cosine_steps":
         return torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=max(1, cfg.epochs * steps_per_epoch))
+    if cfg.schedule == "cosine_epochs":
+        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, T_0=max(1, steps_per_epoch))
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, cfg.gamma)
 
 
@@ -244,6 +251,9 @@ class Run:
         self.start_eval: dict | None = None    # test metrics of a 0-epoch run's initialization
         self.calibrated: dict | None = None    # activation thresholds set from data, by layer
         self.best_file: dict | None = None     # file_record of best.pt, as last written
+        # best.pt's per-image test predictions {"predicted", "labels"}: int16 (N,) tensors
+        self.best_predictions: dict | None = None
+        self.predictions: dict | None = None   # predictions.npz's record, once written
         self.init_has_act_alpha = False
         self.stop = stop or StopOnSignals()
 
@@ -268,6 +278,7 @@ class Run:
                 "started_from": self.started_from, "act_alpha_calibrated": self.calibrated,
                 "data_identity": data_identity(self.manifest), "best_file": self.best_file,
                 "start_eval": self.start_eval, "apot_version": __version__,
+                "best_predictions": self.best_predictions,
                 "rng": {"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
 
@@ -302,6 +313,7 @@ class Run:
         self.calibrated = stored.get("act_alpha_calibrated")
         self.start_eval = stored.get("start_eval")
         self.best_file = stored.get("best_file")
+        self.best_predictions = stored.get("best_predictions")  # absent before 0.3
         self.settle_best()
         torch.set_rng_state(stored["rng"]["torch"])
         if stored["rng"]["cuda"] and torch.cuda.is_available():
@@ -418,11 +430,15 @@ class Run:
                 "images_per_s": n / seconds, "epoch_seconds": seconds}
 
     @torch.no_grad()
-    def test(self) -> dict:
+    def test(self) -> tuple[dict, dict]:
+        """The test split's metrics (history fields) and per-image predictions (int16 (N,)
+        tensors "predicted" and "labels")."""
         from .evaluate import evaluate
-        result = evaluate(self.model, self.test_loader.epoch(), self.device)
-        return {"test_loss": result["loss"], "test_top1": result["top1"],
-                "test_top5": result["top5"]}
+        result = evaluate(self.model, self.test_loader.epoch(), self.device,
+                          keep_predictions=True)
+        predictions = {k: result[k].to(torch.int16) for k in ("predicted", "labels")}
+        return ({"test_loss": result["loss"], "test_top1": result["top1"],
+                 "test_top5": result["top5"]}, predictions)
 
     def run(self, resumed: bool | None = None) -> dict:
         """Train from where ``resume`` left the run (``resumed``; None: resume now) to its
@@ -450,13 +466,16 @@ class Run:
         while self.epoch < self.cfg.epochs:
             lr = self.optimizer.param_groups[0]["lr"]
             started = time.perf_counter()
-            row = {"epoch": self.epoch, "lr": lr, **self.train_epoch(), **self.test()}
+            trained = self.train_epoch()
+            tested, predictions = self.test()
+            row = {"epoch": self.epoch, "lr": lr, **trained, **tested}
             self.wall_seconds += time.perf_counter() - started
             self.check_finite(row["test_loss"], "the test loss")
             self.history.append(row)
             improved = row["test_top1"] > self.best["top1"]
             if improved:
                 self.best = {"top1": row["test_top1"], "epoch": self.epoch}
+                self.best_predictions = predictions
             if not self.per_step:
                 self.scheduler.step()
             self.epoch += 1
@@ -468,6 +487,7 @@ class Run:
                 self.save(improved)
                 print(epoch_line(row, self.cfg.epochs), file=sys.stderr, flush=True)
         write_history(self.out / HISTORY, self.history)  # also if the last save stopped short
+        self.predictions = self.write_predictions()
         metrics = self.metrics()
         write_text_atomic(self.out / METRICS, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
         return metrics
@@ -500,7 +520,7 @@ class Run:
         """0 epochs: the run is its initialization as it is (a released model taken as the
         chain's FP32 step, as the authors start ImageNet from torchvision's weights)."""
         started = time.perf_counter()
-        self.start_eval = self.test()
+        self.start_eval, self.best_predictions = self.test()
         self.wall_seconds += time.perf_counter() - started
         self.check_finite(self.start_eval["test_loss"], "the test loss of the initialization")
         self.best = {"top1": self.start_eval["test_top1"], "epoch": None}
@@ -508,6 +528,17 @@ class Run:
               f"{self.start_eval['test_top1']:.2f}", file=sys.stderr, flush=True)
         with self.stop.atomic():
             self.save(improved=True)
+
+    def write_predictions(self) -> dict:
+        """predictions.npz of best.pt; a checkpoint from before they were kept has none, and
+        best.pt is evaluated again for them. Returns the file's record."""
+        if self.best_predictions is None:
+            restore_model(self.model, load_file(self.out / BEST), model_description(self.cfg),
+                          source=str(self.out / BEST))
+            _, self.best_predictions = self.test()
+        kept = self.best_predictions
+        return write_predictions(self.out / PREDICTIONS, kept["predicted"].numpy(),
+                                 kept["labels"].numpy(), test_identity(self.manifest))
 
     def metrics(self) -> dict:
         last = self.history[-1] if self.history else self.start_eval
@@ -529,6 +560,7 @@ class Run:
                 # what the run was trained with: the workflow and `apot summarize` compare it
                 # with the study's settings of the run (apot.study.recorded_differences)
                 "config": self.cfg.result_fields(),
+                "predictions": self.predictions,
                 "note": ("best_top1: best test top-1 over epochs (the authors' reporting, which "
                          "selects on the test set); final_top1: the last epoch's test top-1")}
 
@@ -631,6 +663,7 @@ def _train_locked(cfg: TrainConfig, restart_if_changed: bool) -> dict:
         if (resumed and run.epoch >= cfg.epochs and metrics_path.exists()
                 and not check_run(run.out)):
             metrics = json.loads(metrics_path.read_text())
-            if "config" in metrics:  # else written before it was recorded: write it again
+            # else written before the config or the predictions were kept: write it again
+            if "config" in metrics and "predictions" in metrics:
                 return metrics
         return run.run(resumed)

@@ -11,7 +11,8 @@ rule eval_authors:
     input:
         data=LAYOUT.manifest(AUTHORS_DATA),
     output:
-        authors_result("{bits}"),
+        result=authors_result("{bits}"),
+        predictions=LAYOUT.authors_predictions("{bits}"),
     params:
         data=data_dir(AUTHORS_DATA),
     log:
@@ -25,7 +26,7 @@ rule eval_authors:
         "{APOT} eval --arch resnet20 --bits {wildcards.bits} "
         "--checkpoint {AUTHORS_DIR}/res20_{wildcards.bits}bit.pth.tar --data {params.data:q} "
         "--split test {DEVICE_ARGS} --threads {threads} "
-        "--out {output:q} > {log:q} 2>&1"
+        "--out {output.result:q} --predictions {output.predictions:q} > {log:q} 2>&1"
 
 
 rule stage_authors_start:

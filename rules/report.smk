@@ -54,6 +54,8 @@ rule report:
         tables=report(directory(REPORT_TABLES), patterns=["{name}.csv"],
                       caption="../report/captions/table.rst", category="Tables",
                       labels={"table": "{name}"}),
+        # the resolved config, which the PDF points to instead of printing it
+        config="report/build/config.yaml",
     log:
         LAYOUT.log("report"),
     threads: 1

@@ -206,7 +206,7 @@ def test_zero_epochs_is_the_initialization_as_it_is(data, tmp_path, capsys):
     assert "0 epochs: the initialization as it is" in said and " of 0" not in said
     again = Run(config(data, tmp_path / "check", epochs=1, init=str(tmp_path / "start.pt")))
     again.initialize_from(again.cfg.init)
-    expected = again.test()["test_top1"]
+    expected = again.test()[0]["test_top1"]
     assert metrics["best_top1"] == metrics["final_top1"] == expected
     assert metrics["epochs"] == 0 and metrics["best_epoch"] is None
     assert not (tmp_path / "as-is" / HISTORY).read_text().strip().splitlines()[1:]
