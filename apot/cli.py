@@ -166,12 +166,12 @@ def cmd_eval(args: argparse.Namespace) -> dict:
 def _predictions_identity(args: argparse.Namespace) -> str:
     """What ``apot eval``'s images are: a prepared test split whole is named as a training run
     names it (so the two compare); anything else by its path, split and limit."""
-    from .predictions import test_identity
+    from .predictions import images_identity
     from .prepare import load_manifest
 
     data = Path(args.data)
     if (data / MANIFEST).is_file() and args.split == "test" and not args.limit_per_class:
-        return test_identity(load_manifest(data))
+        return images_identity(load_manifest(data))
     limit = f", first {args.limit_per_class} per class" if args.limit_per_class else ""
     return f"{data} split {args.split}{limit}"
 
@@ -366,9 +366,15 @@ def cmd_summarize(args: argparse.Namespace) -> dict:
     return summarize(read_study(args.study), args.results, args.benchmarks, args.cost)
 
 
+def cmd_claims(args: argparse.Namespace) -> dict:
+    from .report import write_claims
+    check_output_file(args.out)
+    return write_claims(args.summary, args.out)
+
+
 def cmd_report(args: argparse.Namespace) -> dict:
     from .report import build_report
-    return build_report(args.summary, args.out_dir)
+    return build_report(args.summary, args.out_dir, args.claims)
 
 
 def cmd_cost_tables(args: argparse.Namespace) -> dict:
@@ -657,8 +663,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "(results/<preset>/studies/<digest>.json)")
     p.set_defaults(run=cmd_summarize)
 
+    p = sub.add_parser("claims", help="judge the paper's claims from summary.json: writes "
+                                      "claims.json (verdicts, comparisons, intervals)")
+    p.add_argument("--summary", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True,
+                   help="results/<preset>/claims.json")
+    p.set_defaults(run=cmd_claims)
+
     p = sub.add_parser("report", help="render report.html and report.pdf from summary.json")
     p.add_argument("--summary", type=Path, required=True)
+    p.add_argument("--claims", type=Path, default=None,
+                   help="the verdicts to render (apot claims); computed from the summary when "
+                        "left out")
     p.add_argument("--out-dir", type=Path, default=Path("report/build"))
     p.set_defaults(run=cmd_report)
     return parser

@@ -65,7 +65,7 @@ def t_quantile(df: int) -> float:
     return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
 
 
-def test_se(correct: list[np.ndarray], weights: list[float]) -> float:
+def paired_se(correct: list[np.ndarray], weights: list[float]) -> float:
     """Paired test-set standard error (points) of sum_k w_k * top1_k, from the models' bool (N,)
     per-image correctness on the same N images."""
     n = len(correct[0])

@@ -4,7 +4,7 @@ same test images can be compared image by image (the paired test-set error of ap
 A file ``predictions.npz`` holds three arrays:
   predicted  int16 (N,)  the predicted class of each test image, in the prepared split's order
   labels     int16 (N,)  the true class of each test image
-  identity   str ()      what the test images are (test_identity): two files compare only when
+  identity   str ()      what the test images are (images_identity): two files compare only when
                          their identities are equal
 No torch here: the claims read these files without it.
 """
@@ -41,7 +41,7 @@ class Predictions:
         return 100.0 * float(self.correct.mean())
 
 
-def test_identity(manifest: dict) -> str:
+def images_identity(manifest: dict) -> str:
     """What a prepared dataset's test images are: the sha256 of its test tensors, or for an image
     folder (ImageNet) the fingerprint of its listing."""
     files = manifest.get("files") or {}

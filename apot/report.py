@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from .layout import write_text_atomic
-from .claims import evaluate_claims, group_index
+from .claims import VERDICTS, claims_document, group_index
 from .errors import UserError
 from .quant.levels import apot_terms
 from .quant.schemes import APOT, FLOAT, FLOAT_BITS, POT, REGISTRY, UNIFORM, scheme_names
@@ -58,9 +58,9 @@ def comparison_tables(summary: dict, cited: dict) -> list[dict]:
                    "repro_drop": None if bits == FLOAT_BITS else _drop(base.get("repro"), cited_row["repro"])}
             if group is None:
                 row["status"] = "not configured in this preset"
-            elif group["status"] != "done":
+            elif not _measured(group):
                 row["status"] = group["status"]
-            else:
+            else:  # done, or partial: the usable seeds' numbers, their count (n) beside them
                 row["status"] = "done"
                 row["ours"] = group["best_top1"]
             rows.append(row)
@@ -84,6 +84,12 @@ def authors_rows(summary: dict, cited: dict) -> list[dict]:
     return rows
 
 
+def _measured(group: dict) -> bool:
+    """The group has a result: every seed done, or some (a partial group, whose n and status
+    say how many)."""
+    return group["best_top1"]["n"] > 0
+
+
 def scheme_ablation_rows(summary: dict) -> list[dict]:
     """Every registered scheme side by side for every (dataset, arch, schedule, bits) the
     scheme ablation covers (where a scheme other than APoT ran); each cell is a group (best
@@ -96,7 +102,7 @@ def scheme_ablation_rows(summary: dict) -> list[dict]:
         cells = {}
         for scheme in scheme_names():
             group = groups.get((dataset, arch, schedule, scheme, bits, start))
-            cells[scheme] = (group["best_top1"] if group and group["status"] == "done"
+            cells[scheme] = (group["best_top1"] if group and _measured(group)
                              else {"status": group["status"] if group else "not in this preset"})
         rows.append({"dataset": dataset, "arch": arch, "schedule": schedule, "bits": bits,
                      "start": start, **cells})
@@ -115,7 +121,7 @@ def warm_rows(summary: dict, cited: dict) -> list[dict]:
     for (dataset, arch, schedule, scheme, bits, start), group in groups.items():
         if dataset != "cifar10" or start != "authors" or scheme not in (FLOAT, APOT):
             continue
-        ours = group["best_top1"] if group["status"] == "done" else None
+        ours = group["best_top1"] if _measured(group) else None
         theirs = evals.get(bits)
         same = theirs is not None and group.get("data") == [authors.get("data")]
         rows.append({"arch": arch, "schedule": schedule, "bits": bits, "status": group["status"],
@@ -269,7 +275,7 @@ def _warm_figures(summary: dict) -> list[dict]:
     the authors' released models; one figure per (dataset, arch, schedule)."""
     from . import figures as fig
 
-    warm = [g for g in summary["groups"] if g.get("start") == WARM_START and g["status"] == "done"]
+    warm = [g for g in summary["groups"] if g.get("start") == WARM_START and _measured(g)]
     result = []
     for key in dict.fromkeys((g["dataset"], g["arch"], g["schedule"]) for g in warm):
         groups = [g for g in warm if (g["dataset"], g["arch"], g["schedule"]) == key]
@@ -343,7 +349,7 @@ def _cost_figures(summary: dict, cost: dict | None) -> list[dict]:
     series: dict[tuple, list] = {}
     for g in summary["groups"]:
         value = group_fixops(g, cost)
-        if g["status"] != "done" or value is None:
+        if not _measured(g) or value is None:
             continue
         value /= 1e6
         for line_scheme in (scheme_names() if g["scheme"] == FLOAT else (g["scheme"],)):
@@ -378,15 +384,49 @@ def packed_rows(summary: dict) -> list[dict]:
     return rows
 
 
-def report_context(summary: dict) -> dict:
-    """Everything the template reads: the tables, figures, claims and the summary itself."""
+def claims_for(summary: dict) -> dict:
+    """The claims document (claims.json's content) of a summary."""
+    cited = load_cited()
+    return claims_document(summary, cited, cost_section(summary, cited))
+
+
+def write_claims(summary_path: str | Path, out: str | Path) -> dict:
+    """results/<preset>/claims.json from summary.json: the verdicts as data."""
+    summary = read_summary(Path(summary_path))
+    try:
+        document = claims_for(summary)
+    except KeyError as exc:
+        raise UserError(f"{summary_path}: an entry lacks the field {exc}: {NOT_A_SUMMARY}"
+                        ) from None
+    write_text_atomic(Path(out), json.dumps(document, indent=1) + "\n")
+    counts = {v: sum(c["verdict"] == v for c in document["claims"]) for v in VERDICTS}
+    return {"claims": str(out), **{v: n for v, n in counts.items() if n}}
+
+
+def read_claims(path: Path, summary: dict) -> dict:
+    """claims.json as written by write_claims, for the summary's preset."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path} ({exc}); re-run `apot claims`") from None
+    if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
+        raise UserError(f"{path} is not a claims file (no claims list); re-run `apot claims`")
+    if document.get("preset") != summary["preset"]:
+        raise UserError(f"{path} holds the claims of preset {document.get('preset')!r}, not "
+                        f"{summary['preset']!r}; re-run `apot claims` on this summary")
+    return document
+
+
+def report_context(summary: dict, claims: dict | None = None) -> dict:
+    """Everything the template reads: the tables, figures, claims and the summary itself.
+    ``claims``: the claims document (claims.json); computed from the summary when None."""
     cited = load_cited()
     preset = summary["config"]["presets"][summary["preset"]]
     cost = cost_section(summary, cited)
     tables = comparison_tables(summary, cited)
-    claims = evaluate_claims(summary, cited, cost)
-    from .claims import NOISE_FLOOR
-    return {"summary": summary, "cited": cited, "preset": preset, "noise_floor": NOISE_FLOOR,
+    document = claims if claims is not None else claims_document(summary, cited, cost)
+    claims = document["claims"]
+    return {"summary": summary, "cited": cited, "preset": preset, "rule": document["rule"],
             "tables": tables, "cost": cost, "figures": figures(summary, tables, cost),
             "claims": claims, "verdicts": {c["id"]: c["verdict"] for c in claims},
             "schemes": scheme_ablation_rows(summary), "scheme_columns": list(REGISTRY.values()),
@@ -525,13 +565,16 @@ def _check_type(summary: dict, key: str, kind: type, path: Path) -> None:
                         f"a JSON {_JSON_TYPES[kind]}: {NOT_A_SUMMARY}")
 
 
-def build_report(summary_path: str | Path, out_dir: str | Path) -> dict:
-    """Render report.html and report.pdf from summary.json into ``out_dir``, with the
+def build_report(summary_path: str | Path, out_dir: str | Path,
+                 claims_path: str | Path | None = None) -> dict:
+    """Render report.html and report.pdf from summary.json (and the verdicts of claims.json,
+    computed from the summary when ``claims_path`` is None) into ``out_dir``, with the
     resolved config (config.yaml) and the figures and tables as files beside them."""
     summary_path, out_dir = Path(summary_path), Path(out_dir)
     summary = read_summary(summary_path)
+    claims = None if claims_path is None else read_claims(Path(claims_path), summary)
     try:
-        context = report_context(summary)
+        context = report_context(summary, claims)
         text = render_html(summary, context)
     except KeyError as exc:  # an entry the top-level checks cannot see into
         raise UserError(f"{summary_path}: an entry lacks the field {exc}: {NOT_A_SUMMARY}"

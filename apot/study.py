@@ -669,6 +669,12 @@ def check_starts(config: dict, runs: list[RunSpec], results: str | Path) -> dict
                             f"with --config on_missing_data=skip to leave its jobs out")
         # short and free of local paths: the reason goes into the summary's params
         skipped[run.study] = f"not run: its start ({start_label(run.start)}) is not available"
+        # a study that shares this one's first step (its runs folded into this study's) starts
+        # from the same file: it cannot run either
+        preset = config["presets"][config["preset"]]
+        for name, study in preset["studies"].items():
+            if study.get("start", SCRATCH) == run.start and run.arch in study["archs"]:
+                skipped.setdefault(name, skipped[run.study])
     return skipped
 
 

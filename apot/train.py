@@ -46,7 +46,7 @@ from .quant.levels import MAX_BITS
 from .quant.schemes import APOT, FLOAT_BITS, MODEL_BITS, scheme_names
 from .quant.modules import ACT_ALPHA_INIT_BY_RULES, QUANTIZER_RULES
 from .datasets import FOLDER
-from .predictions import test_identity, write_predictions
+from .predictions import images_identity, write_predictions
 from .prepare import load_manifest, load_prepared, manifest_dataset
 from .lock import exclusive
 from .stopping import StopOnSignals
@@ -538,7 +538,7 @@ class Run:
             _, self.best_predictions = self.test()
         kept = self.best_predictions
         return write_predictions(self.out / PREDICTIONS, kept["predicted"].numpy(),
-                                 kept["labels"].numpy(), test_identity(self.manifest))
+                                 kept["labels"].numpy(), images_identity(self.manifest))
 
     def metrics(self) -> dict:
         last = self.history[-1] if self.history else self.start_eval

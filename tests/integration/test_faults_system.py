@@ -483,7 +483,7 @@ def test_a_dry_run_of_another_config_beside_a_run_changes_none_of_its_jobs(
     out = snakemake(folder, "-n", "--configfile", str(changed), *SMOKE,
                     APOT_DATA_MIRROR=str(shared_data)).stdout
     assert job_counts(out) == {"train_quantized": 3, "run_cost": 3, "export_packed": 3,
-                               "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
+                               "cost_tables": 1, "summarize": 1, "claims": 1, "report": 1, "all": 1}
     assert sorted(line.split("--run ")[1].split()[0] for line in out.splitlines()
                   if " train --study " in line) == sorted(CHANGED_RUNS)
 

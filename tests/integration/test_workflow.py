@@ -64,7 +64,7 @@ def test_paper_preset_dry_run_lists_exactly_the_study(workflow, fake_mirror, tor
     # weights as they are, as the authors) + 5-bit.
     assert job_counts(out) == {"prepare_data": 3, "stage_torchvision_start": 1, "train_fp32": 6,
                                "train_quantized": 16, "run_cost": 16, "export_packed": 16,
-                               "cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
+                               "cost_tables": 1, "summarize": 1, "claims": 1, "report": 1, "all": 1}
     imagenet_fp32 = ("results/paper/runs/imagenet/resnet18/from-torchvision/multistep/fp32-w32/"
                      "seed0/metrics.json")
     assert job_inputs(out, imagenet_fp32) == ["results/paper/data/imagenet/manifest.json",
@@ -120,7 +120,7 @@ def test_paper_preset_without_imagenet_and_with_scheme_ablation(workflow, fake_m
     out = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}").stdout
     assert job_counts(out) == {"prepare_data": 2, "train_fp32": 5, "train_quantized": 15,
                                "run_cost": 15, "export_packed": 15, "cost_tables": 1,
-                               "summarize": 1, "report": 1, "all": 1}
+                               "summarize": 1, "claims": 1, "report": 1, "all": 1}
     out = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}",
                     "scheme_ablation=True").stdout
     # uniform and PoT chains from the same FP32 baselines: 15 more runs each
@@ -134,19 +134,24 @@ def test_paper_preset_without_imagenet_and_with_scheme_ablation(workflow, fake_m
 def test_quick_is_the_default_preset(workflow, shared_data):
     out = snakemake(workflow, "-n", "--config", "on_missing_data=skip",
                     APOT_DATA_MIRROR=str(shared_data)).stdout
-    # the warm study on all of CIFAR-10 (FP32 control + APoT/uniform/PoT 4 -> 3 -> 2 from the
-    # authors' FP32 model) and the reduced from-scratch chains (MultiStepLR, cosine) on 10 %
-    warm = "results/quick/runs/cifar10/resnet20/from-authors/cosine_steps/{}/seed0/metrics.json"
-    assert job_inputs(out, warm.format("fp32-w32")) == [
+    # the warm study on 20,000/10,000 CIFAR-10 images (FP32 control + APoT/uniform 4 -> 3 -> 2
+    # from the authors' FP32 model, three seeds; PoT 4 -> 3 on seed 0, sharing its FP32 run)
+    # and the reduced from-scratch chains (MultiStepLR, cosine)
+    warm = "results/quick/runs/cifar10/resnet20/from-authors/cosine_epochs/{}/seed{}/metrics.json"
+    assert job_inputs(out, warm.format("fp32-w32", 0)) == [
         "results/quick/data/cifar10/manifest.json", "results/quick/starts/authors-resnet20-w32.pt"]
-    assert job_inputs(out, warm.format("uniform-w4"))[1] == warm.format("fp32-w32")
+    for seed in (0, 1, 2):  # seed s of a chain starts from seed s of its FP32 control
+        assert job_inputs(out, warm.format("uniform-w4", seed))[1] == warm.format("fp32-w32", seed)
+        assert job_inputs(out, warm.format("apot-w2", seed))[1] == warm.format("apot-w3", seed)
+    assert job_inputs(out, warm.format("pot-w4", 0))[1] == warm.format("fp32-w32", 0)
+    assert warm.format("pot-w2", 0) not in out and warm.format("pot-w4", 1) not in out
     assert job_inputs(out, "results/quick/runs/cifar10/resnet20/multistep/apot-w4/seed0/"
                       "metrics.json")[0] == "results/quick/data/cifar10_small/manifest.json"
     assert "runs/cifar10/resnet56" not in out  # (the config itself, in params, names it)
-    assert job_counts(out) == {"prepare_data": 2, "stage_authors_start": 1, "train_fp32": 3,
-                               "train_quantized": 15, "run_cost": 15, "export_packed": 15,
+    assert job_counts(out) == {"prepare_data": 2, "stage_authors_start": 1, "train_fp32": 5,
+                               "train_quantized": 26, "run_cost": 26, "export_packed": 26,
                                "cost_tables": 1, "eval_authors": 4, "summarize": 1,
-                               "report": 1, "all": 1}
+                               "claims": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize("edit, key, words", [
@@ -193,7 +198,7 @@ def test_dataset_without_source_stops_the_run_unless_skipped(workflow, tmp_path)
     out = snakemake(workflow, "-n", "--config", "preset=smoke", "on_missing_data=skip",
                     APOT_DATA_MIRROR=str(empty)).stdout
     # nothing can run but the summary and the report, which say why
-    assert job_counts(out) == {"cost_tables": 1, "summarize": 1, "report": 1, "all": 1}
+    assert job_counts(out) == {"cost_tables": 1, "summarize": 1, "claims": 1, "report": 1, "all": 1}
 
 
 def test_smoke_preset_runs_end_to_end(smoke_study):
@@ -201,7 +206,7 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
     assert job_counts(output) == {"prepare_data": 1, "stage_authors_start": 1, "train_fp32": 3,
                                   "train_quantized": 9, "run_cost": 9, "export_packed": 9,
                                   "cost_tables": 1, "eval_authors": 4, "summarize": 1,
-                                  "report": 1, "all": 1}
+                                  "claims": 1, "report": 1, "all": 1}
     runs = folder / "results/smoke/runs"
     metrics = sorted(runs.rglob("metrics.json"))
     assert len(metrics) == 12
@@ -220,6 +225,23 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
     assert origin["sha256"].startswith("f2d107bcd63c")
     assert warm["started_from"]["file"] == "results/smoke/starts/authors-resnet20-w32.pt"
     html = (folder / "report/build/report.html").read_text()
+    # the verdicts as data, which the report renders: every claim with its comparisons
+    claims = json.loads((folder / "results/smoke/claims.json").read_text())
+    assert claims["preset"] == "smoke" and "margin = sqrt(" in claims["rule"]
+    assert [c["id"] for c in claims["claims"]][:2] == ["warm_within_1pt", "warm_drop_grows"]
+    for claim in claims["claims"]:
+        assert {"id", "verdict", "rule", "comparisons", "scale", "data", "data_source",
+                "epochs", "start"} <= set(claim)
+        assert claim["verdict"] in ("supported", "not supported", "inconclusive",
+                                    "not testable")
+    shown = re.findall(r'<span class="verdict [a-z-]+">([a-z ]+)</span>', html)
+    assert shown == [c["verdict"] for c in claims["claims"]]
+    within = claims["claims"][0]["comparisons"]
+    assert [c["what"] for c in within] == ["resnet20 4-bit drop", "resnet20 3-bit drop"]
+    for c in within:  # one seed, one epoch: measured, shown, never decided
+        assert c["seeds"] == [1, 1] and c["test_se"] > 0 and c["margin"] >= 2 * c["test_se"]
+        assert not c["decided"] and f"{c['difference']:+.2f}" in html
+    assert claims["claims"][0]["verdict"] in ("inconclusive", "not testable")
     assert "Warm start: our fine-tunes" in html
     assert "staged as results/smoke/starts/authors-resnet20-w32.pt" in html  # provenance
     assert (folder / "report/build/report.pdf").read_bytes().startswith(b"%PDF")

@@ -157,6 +157,23 @@ def test_eval_end_to_end(capsys, checkpoints, dataset):
     assert result["checkpoint_sha256"] == hashlib.sha256(checkpoints["q4"].read_bytes()).hexdigest()
 
 
+def test_eval_keeps_per_image_predictions(capsys, checkpoints, dataset, tmp_path):
+    """--predictions: the per-image predictions beside the result, the same top-1, and what
+    the test images are (an image folder: its listing's fingerprint)."""
+    from apot.predictions import read_predictions
+    out = tmp_path / "p.npz"
+    result = run_json(capsys, *eval_args(checkpoints["q4"], dataset, "--bits", "4", "--device",
+                                         "cpu", "--predictions", str(out)))
+    kept = read_predictions(out)
+    assert len(kept.labels) == result["n"] == 20
+    assert kept.top1 == pytest.approx(result["top1"], abs=1e-3)
+    assert kept.identity == f"{dataset} split test"  # not a prepared dataset: its path
+    again = tmp_path / "again.npz"
+    run_json(capsys, *eval_args(checkpoints["q4"], dataset, "--bits", "4", "--device", "cpu",
+                                "--predictions", str(again)))
+    assert read_predictions(again).identity == kept.identity
+
+
 def test_eval_limit_per_class(capsys, checkpoints, dataset):
     result = run_json(capsys, *eval_args(checkpoints["float"], dataset, "--bits", "32",
                                          "--device", "cpu", "--limit-per-class", "1"))

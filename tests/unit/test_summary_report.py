@@ -6,11 +6,13 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from apot.report import build_report, comparison_tables, load_cited
-from apot.layout import ResultsLayout
+from apot.layout import PREDICTIONS, ResultsLayout
+from apot.predictions import write_predictions
 from apot.study import expand_runs, train_settings, validate_config
 from apot.summary import summarize
 
@@ -44,7 +46,17 @@ def write_run(results: Path, path: str, best: float, seed: int, config: dict) ->
     (folder / "metrics.json").write_text(json.dumps({
         "best_top1": best, "best_epoch": 1, "final_top1": best - 0.5, "final_top5": 95.0,
         "epochs": 2, "wall_seconds": 4.0, "device": "cpu", "seed": seed, "init": None,
-        "config": recorded_config(config, path, results)}))
+        "config": recorded_config(config, path, results),
+        "predictions": write_test_predictions(folder / PREDICTIONS, best)}))
+
+
+def write_test_predictions(path: Path, top1: float, images: int = 100) -> dict:
+    """Per-image predictions of ``images`` test images, the first round(top1 %) of them
+    right: models of one fixture disagree only where their accuracies differ."""
+    labels = np.arange(images) % 10
+    right = np.arange(images) < round(top1 / 100 * images)
+    return write_predictions(path, np.where(right, labels, (labels + 1) % 10), labels,
+                             "test.pt sha256 " + "ab" * 32)
 
 
 def recorded_config(config: dict, path: str, results: Path) -> dict:

@@ -1,6 +1,7 @@
 """The training engine on a small generated dataset: files, resume, config checks, init."""
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -17,6 +18,8 @@ from apot.checkpoints import load_file
 from apot.cli import main
 from apot.errors import UserError
 from apot.models import build_model
+from apot.layout import PREDICTIONS
+from apot.predictions import read_predictions
 from apot.prepare import prepare_dataset
 from apot.train import (BEST, CHECKPOINT, HISTORY, HISTORY_FIELDS, METRICS, Run, TrainConfig,
                         parameter_groups, train)
@@ -396,3 +399,40 @@ def test_a_checkpoint_from_before_quantizer_rules_resumes(data, tmp_path):
     assert {**again, "files": None} == {**metrics, "files": None}
     with pytest.raises(UserError, match="quantizer_rules: 'cifar' there, 'imagenet' now"):
         train(replace(cfg, quantizer_rules="imagenet"))
+
+
+def test_cosine_epochs_anneals_within_each_epoch_and_starts_again(data, tmp_path):
+    """cosine_epochs: every epoch starts at the base LR and anneals per batch towards 0, so each
+    epoch ends at a low-LR point and two epochs' test top-1 show whether the step converged."""
+    run = Run(config(data, tmp_path / "run", schedule="cosine_epochs", milestones=[], bits=4,
+                     threads=1))
+    used, step = [], run.optimizer.step
+
+    def recording(*args, **kwargs):
+        used.append(run.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+    run.optimizer.step = recording
+    run.run()
+    steps = len(run.train_loader)
+    assert len(used) == 2 * steps and steps > 1
+    expected = [0.05 * (1 + math.cos(math.pi * i / steps)) / 2 for i in range(steps)]
+    assert used == pytest.approx(expected * 2)
+    assert [float(r["lr"]) for r in results(tmp_path / "run")] == pytest.approx([0.05, 0.05])
+
+
+def test_a_run_keeps_its_best_epochs_predictions(data, tmp_path):
+    """predictions.npz: best.pt's per-image test predictions, recorded in metrics.json; a run
+    from before they were kept gets them from best.pt when it is next asked for."""
+    metrics = train(config(data, tmp_path / "run", bits=4, threads=1))
+    kept = read_predictions(tmp_path / "run" / PREDICTIONS)
+    assert metrics["predictions"]["file"] == PREDICTIONS
+    assert metrics["predictions"]["images"] == len(kept.labels)
+    assert metrics["predictions"]["identity"].startswith("test.pt sha256 ")
+    assert kept.top1 == pytest.approx(metrics["best_top1"], abs=1e-3)
+    # an older run: no predictions file, no record
+    old = {k: v for k, v in metrics.items() if k != "predictions"}
+    (tmp_path / "run" / METRICS).write_text(json.dumps(old))
+    (tmp_path / "run" / PREDICTIONS).unlink()
+    again = train(config(data, tmp_path / "run", bits=4, threads=1))
+    assert again["predictions"] == metrics["predictions"]
+    assert (read_predictions(tmp_path / "run" / PREDICTIONS).predicted == kept.predicted).all()
