@@ -85,13 +85,21 @@ def _magnitude_index(magnitude: torch.Tensor, levels: torch.Tensor) -> torch.Ten
     return index
 
 
+def weight_alpha(layer: QuantConv2d) -> torch.Tensor:
+    """The layer's weight clipping threshold as a positive number. Training can drive the
+    learned alpha below 0 (seen on 2-bit uniform fine-tunes); the weight quantizer is odd in
+    alpha (alpha * sign(c) * Pi(|c|), c = clip(w / alpha): both signs flip together), so |alpha|
+    gives the very same weights, and the packed file keeps its rule that alpha > 0."""
+    return layer.weight_quantizer.alpha.detach().abs()
+
+
 def weight_codes(layer: QuantConv2d) -> np.ndarray:
     """Sign-and-magnitude codes (int64, shaped like the weight) of the layer's quantized
     weights: the values its ``WeightQuantizer`` computes, as level indices."""
     quantizer = layer.weight_quantizer
     table = code_table(quantizer.scheme, quantizer.bits - 1, quantizer.k)
     with torch.no_grad():
-        clipped = (normalize_weight(layer.weight) / quantizer.alpha).clamp(-1, 1)
+        clipped = (normalize_weight(layer.weight) / weight_alpha(layer)).clamp(-1, 1)
         magnitude = quantizer.projector(clipped.abs())
     index = _magnitude_index(magnitude, table.levels)
     return sign_magnitude((clipped < 0).numpy(), index.numpy(), quantizer.bits - 1)
@@ -126,7 +134,7 @@ def pack_model(model: nn.Module) -> tuple[dict[str, np.ndarray], dict[str, dict]
         if isinstance(module, QuantConv2d):
             codes = weight_codes(module)
             arrays[f"{name}.{CODES}"] = pack_codes(codes, module.bits)
-            arrays[f"{name}.{WEIGHT_ALPHA}"] = _scalar(module.weight_quantizer.alpha)
+            arrays[f"{name}.{WEIGHT_ALPHA}"] = _scalar(weight_alpha(module))
             arrays[f"{name}.{ACT_ALPHA}"] = _scalar(module.act_quantizer.alpha)
             layers[name] = {"kind": QUANT_CONV, "shape": shape, "width": module.bits}
         elif isinstance(module, (EightBitConv2d, EightBitLinear)):

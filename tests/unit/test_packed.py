@@ -96,6 +96,22 @@ def test_levels_arithmetic_gives_the_fake_quantized_logits_bit_for_bit(scheme, b
         assert torch.equal(packed(INPUT), model(INPUT))
 
 
+@pytest.mark.parametrize("scheme", scheme_names())
+def test_a_negative_learned_weight_alpha_packs_to_the_same_weights(scheme):
+    """Training can drive a weight alpha below 0; the quantizer gives the same weights as with
+    |alpha|, and the packed file stores |alpha| (its rule: alpha > 0)."""
+    model = randomized_model(2, scheme)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith("weight_quantizer.alpha") and "layer1" in name:
+                tensor.neg_()
+    arrays, _ = pack_model(model)
+    assert all((v > 0).all() for k, v in arrays.items() if k.endswith(".weight_alpha"))
+    packed = rebuilt(model, 2, scheme)
+    with torch.no_grad():
+        assert torch.equal(packed(INPUT), model(INPUT))
+
+
 @pytest.mark.parametrize("scheme,bits", [(APOT, 4), (APOT, 3), (APOT, 2), (UNIFORM, 4),
                                          (POT, 4), (APOT, 8), (UNIFORM, 8)])
 def test_integer_arithmetic_sums_exactly_what_the_shift_add_emulation_sums(scheme, bits):
