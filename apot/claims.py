@@ -34,6 +34,7 @@ from .noise import MIN_SEEDS, RULE, combine, paired_se
 from .predictions import read_predictions
 from .quant.schemes import APOT, FLOAT, FLOAT_BITS, POT, UNIFORM
 from .study import SCRATCH
+from .summary import group_name
 
 SUPPORTED, NOT_SUPPORTED = "supported", "not supported"
 INCONCLUSIVE, NOT_TESTABLE = "inconclusive", "not testable"
@@ -131,7 +132,7 @@ class Evidence:
 
     def flagged_runs(self, group: dict) -> list[str]:
         """The group's seeds that ran but give no result (group['failed_seeds'])."""
-        return [f"{_group_name(group)} seed {f['seed']}: {f['why']}"
+        return [f"{group_name(group)} seed {f['seed']}: {f['why']}"
                 for f in group.get("failed_seeds", [])]
 
     def predictions(self, path: str | None):
@@ -261,12 +262,6 @@ def _top1(record: dict) -> float:
     return float(record["best_top1"] if "best_top1" in record else record["top1"])
 
 
-def _group_name(group: dict) -> str:
-    warm = "" if group.get("start", SCRATCH) == SCRATCH else f"from-{group['start']}/"
-    return (f"{group['dataset']}/{group['arch']}/{warm}{group['schedule']}/"
-            f"{group['scheme']}-w{group['bits']}")
-
-
 def _missing(ev: Evidence) -> str:
     by_reason: dict[str, list[str]] = {}
     for name, reason in dict.fromkeys(ev.missing):
@@ -301,7 +296,8 @@ def describe(c: dict) -> str:
             f"{c['interval'][1]:+.2f}] (margin {c['margin']:.2f}: test-set se "
             f"{c['test_se']:.2f}{seed_std}; seeds {seeds}); wanted {target}: {c['outcome']}")
     if c["converged"] is not None:
-        text += f"; last epoch {c['last_gain']:+.2f} ({'converged' if c['converged'] else 'still improving'})"
+        state = "converged" if c["converged"] else "still improving"
+        text += f"; last epoch {c['last_gain']:+.2f} ({state})"
     if not c["decided"]:
         text += " — undecided: " + "; ".join(c["flags"])
     return text
