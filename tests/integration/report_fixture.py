@@ -7,11 +7,13 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from apot.cost import cost_tables
 from apot.report import build_report
-from apot.layout import ResultsLayout
+from apot.layout import PREDICTIONS, ResultsLayout
+from apot.predictions import write_predictions
 from apot.study import expand_runs, train_settings, validate_config
 from apot.summary import summarize
 
@@ -33,9 +35,13 @@ def _write_run(results: Path, path: str, best: float, config: dict) -> None:
             writer.writerow({"epoch": epoch, "lr": 0.1, "train_loss": 1.0, "train_top1": 50.0,
                              "test_loss": 1.0, "test_top1": top1, "test_top5": 90.0,
                              "images_per_s": 100.0, "epoch_seconds": 1.0})
+    labels = np.arange(100) % 10  # per-image predictions: the first round(best) right
+    predictions = write_predictions(folder / PREDICTIONS, np.where(
+        np.arange(100) < round(best), labels, (labels + 1) % 10), labels, "fixture")
     (folder / "metrics.json").write_text(json.dumps({
         "best_top1": best, "best_epoch": 2, "final_top1": best, "final_top5": 90.0,
         "epochs": 3, "wall_seconds": 3.0, "device": "cpu", "seed": 0, "init": None,
+        "predictions": predictions,
         # the settings the engine records: those the study gives the run
         "config": train_settings(next(run for run in expand_runs(config) if run.path == path),
                                  ResultsLayout(str(results)))}))
