@@ -72,7 +72,7 @@ TRAIN_GPUS = 0 if config["device"] == "cpu" else 1
 
 # Light jobs, and the download (compute nodes are often offline), stay on the submitting host
 # when a cluster profile is used.
-localrules: prepare_data, stage_authors_start, stage_torchvision_start, cost_tables, run_cost, summarize, report, study, all
+localrules: prepare_data, stage_authors_start, stage_torchvision_start, cost_tables, run_cost, summarize, claims, report, study, all
 
 # The bit-widths a released model can have: a quantized model's, or float.
 BITS_PATTERN = "|".join(str(b) for b in (FLOAT_BITS, *MODEL_BITS))
