@@ -271,8 +271,9 @@ def test_a_diverging_loss_stops_the_run_and_keeps_the_last_good_epoch(data, tmp_
     real_test = Run.test
 
     def nan_in_epoch_2(self):
-        result = real_test(self)
-        return {**result, "test_loss": float("nan")} if self.epoch == 1 else result
+        result, predictions = real_test(self)
+        return ({**result, "test_loss": float("nan")} if self.epoch == 1 else result,
+                predictions)
     monkeypatch.setattr(Run, "test", nan_in_epoch_2)
     out = tmp_path / "run"
     assert main(train_args(data, out, "--epochs", "3")) == 2
