@@ -266,7 +266,7 @@ def _missing(ev: Evidence) -> str:
     by_reason: dict[str, list[str]] = {}
     for name, reason in dict.fromkeys(ev.missing):
         by_reason.setdefault(reason, []).append(name)
-    return "not run: " + "; ".join(f"{', '.join(names)} ({reason})"
+    return "no result: " + "; ".join(f"{', '.join(names)} ({reason})"
                                   for reason, names in by_reason.items())
 
 

@@ -236,12 +236,25 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
                                     "not testable")
     shown = re.findall(r'<span class="verdict [a-z-]+">([a-z ]+)</span>', html)
     assert shown == [c["verdict"] for c in claims["claims"]]
-    within = claims["claims"][0]["comparisons"]
-    assert [c["what"] for c in within] == ["resnet20 4-bit drop", "resnet20 3-bit drop"]
-    for c in within:  # one seed, one epoch: measured, shown, never decided
-        assert c["seeds"] == [1, 1] and c["test_se"] > 0 and c["margin"] >= 2 * c["test_se"]
-        assert not c["decided"] and f"{c['difference']:+.2f}" in html
-    assert claims["claims"][0]["verdict"] in ("inconclusive", "not testable")
+    # one seed each: whatever smoke measures is shown, never decided
+    assert not any(c["decided"] for claim in claims["claims"] for c in claim["comparisons"])
+    within = claims["claims"][0]
+    summary = json.loads((folder / "results/smoke/summary.json").read_text())
+    warm = {(g["scheme"], g["bits"]): g["status"] for g in summary["groups"]
+            if g["start"] == "authors" and g["dataset"] == "cifar10"}
+    if "collapsed" in (warm[("fp32", 32)], warm[("apot", 4)], warm[("apot", 3)]):
+        # two optimizer steps leave a quantized model's BatchNorm statistics those of its
+        # FP32 parent: smoke's fine-tunes can end at chance, which the verdicts must name
+        assert within["verdict"] == "not testable" and not within["comparisons"]
+        assert within["why"].startswith("no result: ") and "(collapsed)" in within["why"]
+        assert "(collapsed)" in html
+    else:
+        assert [c["what"] for c in within["comparisons"]] == ["resnet20 4-bit drop",
+                                                              "resnet20 3-bit drop"]
+        for c in within["comparisons"]:
+            assert c["seeds"] == [1, 1] and c["margin"] >= 2 * c["test_se"] > 0
+            assert f"{c['difference']:+.2f}" in html
+        assert within["verdict"] == "inconclusive"
     assert "Warm start: our fine-tunes" in html
     assert "staged as results/smoke/starts/authors-resnet20-w32.pt" in html  # provenance
     assert (folder / "report/build/report.pdf").read_bytes().startswith(b"%PDF")

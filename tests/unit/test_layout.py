@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from apot.cli import main
-from apot.layout import BEST, METRICS, PACKED, PACKED_RESULT, ResultsLayout
+from apot.layout import BEST, METRICS, PACKED, PACKED_RESULT, PREDICTIONS, ResultsLayout
+from apot.predictions import write_predictions
 from apot.quant.schemes import FLOAT
 from apot.study import (PACKED_CHECK_PER_CLASS, expand_runs, export_settings, read_study,
                         study_record, train_settings, validate_config, write_study)
@@ -113,11 +114,14 @@ def test_an_export_is_of_the_run_folder_its_model_and_its_data():
 
 def complete(run, **changes) -> None:
     """Write the metrics.json of a completed ``run`` (no files recorded), recording the
-    study's settings of it with ``changes``."""
+    study's settings of it with ``changes`` and its per-image predictions, as training does."""
     config = {**train_settings(run, ResultsLayout.of_preset("smoke")), **changes}
     path = Path(ResultsLayout.of_preset("smoke").run_file(run.path, METRICS))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"best_top1": 10.0, "files": {}, "config": config}))
+    predictions = write_predictions(path.with_name(PREDICTIONS), [0, 1, 2, 3], [0, 1, 3, 3],
+                                    "test.pt sha256 0")
+    path.write_text(json.dumps({"best_top1": 10.0, "files": {}, "config": config,
+                                "predictions": predictions}))
 
 
 def test_export_resolves_its_run_from_the_study_file(study_file, capsys):
@@ -190,6 +194,21 @@ def test_export_refuses_a_run_trained_with_other_settings(study_file, capsys):
     assert (f"run {run.path}: it was trained with other settings than the study's (lr 0.5 "
             f"there, {run.train['lr']!r} in the study, seed 7 there, 0 in the study)") in err
     assert f"--study {path}; run snakemake again" in err
+
+
+def test_export_refuses_a_run_that_kept_no_predictions(study_file, capsys):
+    """A run trained before apot kept per-image predictions cannot enter the verdicts: the
+    workflow trains it again rather than judging it on its top-1 alone."""
+    path, runs = study_file
+    run = next(run for run in runs if run.scheme != FLOAT)
+    complete(run)
+    metrics = Path(ResultsLayout.of_preset("smoke").run_file(run.path, METRICS))
+    old = json.loads(metrics.read_text())
+    del old["predictions"]
+    metrics.write_text(json.dumps(old))
+    assert main(["export", "--study", str(path), "--run", run.path]) == 2
+    assert (f"run {run.path}: its metrics.json records no per-image predictions"
+            in capsys.readouterr().err)
 
 
 def test_train_refuses_to_start_from_a_run_of_other_settings(study_file, capsys):
