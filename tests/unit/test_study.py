@@ -53,25 +53,26 @@ def test_paper_preset_chains_follow_the_authors_recipe():
 
 
 def test_quick_preset_warm_study_starts_every_scheme_from_one_fp32_control():
-    """Three seeds of the APoT and uniform chains, each from its seed's FP32 control; PoT
-    4 -> 3 on seed 0 only, from the same control (no second 2-bit PoT step: at 2 bits PoT is
-    APoT's quantizer)."""
+    """Four seeds of the APoT chain, three of the uniform chain and of PoT 4 -> 3, each from
+    its seed's FP32 control (no 2-bit PoT step: at 2 bits PoT is APoT's quantizer)."""
     runs = {r.path: r for r in expand_runs(config())}
     warm = {p: r for p, r in runs.items() if r.start == "authors"}
-    assert len(warm) == 3 * (1 + 2 * 3) + 2
+    assert len(warm) == 4 * (1 + 3) + 3 * 3 + 3 * 2
     path = "cifar10/resnet20/from-authors/cosine_epochs/{}/seed{}"
-    for seed in (0, 1, 2):
-        control = warm[path.format("fp32-w32", seed)]
-        assert control.init_start == "starts/authors-resnet20-w32.pt" and control.parent is None
-        assert control.data == "cifar10" and control.train["epochs"] == 1
-        for scheme in ("apot", "uniform"):
+    seeds = {"apot": (0, 1, 2, 3), "uniform": (0, 1, 2), "pot": (0, 1, 2)}
+    for scheme, its_seeds in seeds.items():
+        for seed in its_seeds:
+            control = warm[path.format("fp32-w32", seed)]
+            assert control.init_start == "starts/authors-resnet20-w32.pt"
+            assert control.parent is None
+            assert control.data == "cifar10" and control.train["epochs"] == 1
             four = warm[path.format(f"{scheme}-w4", seed)]
             assert four.parent == control.path and four.init_start is None
             assert four.train["epochs"] == 2 and four.train["schedule"] == "cosine_epochs"
-            assert warm[path.format(f"{scheme}-w2", seed)].parent == path.format(
-                f"{scheme}-w3", seed)
-    assert warm[path.format("pot-w4", 0)].parent == path.format("fp32-w32", 0)
-    assert warm[path.format("pot-w3", 0)].parent == path.format("pot-w4", 0)
+            assert warm[path.format(f"{scheme}-w3", seed)].parent == four.path
+        assert (path.format(f"{scheme}-w4", len(its_seeds))) not in warm
+    for seed in seeds["uniform"]:
+        assert warm[path.format("uniform-w2", seed)].parent == path.format("uniform-w3", seed)
     assert not any(p.startswith(path.format("pot-w2", "")) for p in warm)
     scratch = runs["cifar10/resnet20/multistep/apot-w4/seed0"]
     assert scratch.data == "cifar10_small" and scratch.start == "scratch"
@@ -225,9 +226,11 @@ def test_starts_are_found_staged_or_refused_with_the_fix(tmp_path, monkeypatch):
     assert "res20_32bit.pth.tar was not found" in str(caught.value)
     assert "authors_checkpoints" in str(caught.value)
     c["on_missing_data"] = "skip"
-    # warm_pot shares warm's FP32 step (its runs folded into warm's): it is left out too
-    assert list(check_starts(c, runs, tmp_path)) == ["warm", "warm_pot"]
-    assert len(expand_runs(c, skip_studies=("warm", "warm_pot"))) == len(expand_runs(c)) - 23
+    # warm_uniform and warm_pot share warm's FP32 steps (their runs folded into warm's): they
+    # are left out too, all 4 FP32 controls and 12 APoT, 9 uniform and 6 PoT steps
+    skipped = check_starts(c, runs, tmp_path)
+    assert list(skipped) == ["warm", "warm_uniform", "warm_pot"]
+    assert len(expand_runs(c, skip_studies=tuple(skipped))) == len(expand_runs(c)) - 31
     # a start already staged (or a completed first step) needs no source
     c["on_missing_data"] = "error"
     (tmp_path / "starts").mkdir()
