@@ -53,13 +53,13 @@ def test_paper_preset_chains_follow_the_authors_recipe():
 
 
 def test_quick_preset_warm_study_starts_every_scheme_from_one_fp32_control():
-    """Four seeds of the APoT chain, three of the uniform chain and of PoT 4 -> 3, each from
+    """Five seeds of the APoT chain, three of the uniform chain and of PoT 4 -> 3, each from
     its seed's FP32 control (no 2-bit PoT step: at 2 bits PoT is APoT's quantizer)."""
     runs = {r.path: r for r in expand_runs(config())}
     warm = {p: r for p, r in runs.items() if r.start == "authors"}
-    assert len(warm) == 4 * (1 + 3) + 3 * 3 + 3 * 2
+    assert len(warm) == 5 * (1 + 3) + 3 * 3 + 3 * 2
     path = "cifar10/resnet20/from-authors/cosine_epochs/{}/seed{}"
-    seeds = {"apot": (0, 1, 2, 3), "uniform": (0, 1, 2), "pot": (0, 1, 2)}
+    seeds = {"apot": (0, 1, 2, 3, 4), "uniform": (0, 1, 2), "pot": (0, 1, 2)}
     for scheme, its_seeds in seeds.items():
         for seed in its_seeds:
             control = warm[path.format("fp32-w32", seed)]
@@ -227,10 +227,10 @@ def test_starts_are_found_staged_or_refused_with_the_fix(tmp_path, monkeypatch):
     assert "authors_checkpoints" in str(caught.value)
     c["on_missing_data"] = "skip"
     # warm_uniform and warm_pot share warm's FP32 steps (their runs folded into warm's): they
-    # are left out too, all 4 FP32 controls and 12 APoT, 9 uniform and 6 PoT steps
+    # are left out too, all 5 FP32 controls and 15 APoT, 9 uniform and 6 PoT steps
     skipped = check_starts(c, runs, tmp_path)
     assert list(skipped) == ["warm", "warm_uniform", "warm_pot"]
-    assert len(expand_runs(c, skip_studies=tuple(skipped))) == len(expand_runs(c)) - 31
+    assert len(expand_runs(c, skip_studies=tuple(skipped))) == len(expand_runs(c)) - 35
     # a start already staged (or a completed first step) needs no source
     c["on_missing_data"] = "error"
     (tmp_path / "starts").mkdir()
