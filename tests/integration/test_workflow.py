@@ -134,22 +134,28 @@ def test_paper_preset_without_imagenet_and_with_scheme_ablation(workflow, fake_m
 def test_quick_is_the_default_preset(workflow, shared_data):
     out = snakemake(workflow, "-n", "--config", "on_missing_data=skip",
                     APOT_DATA_MIRROR=str(shared_data)).stdout
-    # the warm study on 20,000/10,000 CIFAR-10 images (FP32 control + APoT/uniform 4 -> 3 -> 2
-    # from the authors' FP32 model, three seeds; PoT 4 -> 3 on seed 0, sharing its FP32 run)
-    # and the reduced from-scratch chains (MultiStepLR, cosine)
+    # the warm study on 10,000/10,000 CIFAR-10 images (FP32 controls from the authors' FP32
+    # model; APoT 4 -> 3 -> 2 on five seeds, uniform 4 -> 3 -> 2 and PoT 4 -> 3 on three, sharing
+    # the controls) and the reduced from-scratch chains (MultiStepLR, cosine)
     warm = "results/quick/runs/cifar10/resnet20/from-authors/cosine_epochs/{}/seed{}/metrics.json"
     assert job_inputs(out, warm.format("fp32-w32", 0)) == [
         "results/quick/data/cifar10/manifest.json", "results/quick/starts/authors-resnet20-w32.pt"]
-    for seed in (0, 1, 2):  # seed s of a chain starts from seed s of its FP32 control
-        assert job_inputs(out, warm.format("uniform-w4", seed))[1] == warm.format("fp32-w32", seed)
-        assert job_inputs(out, warm.format("apot-w2", seed))[1] == warm.format("apot-w3", seed)
-    assert job_inputs(out, warm.format("pot-w4", 0))[1] == warm.format("fp32-w32", 0)
-    assert warm.format("pot-w2", 0) not in out and warm.format("pot-w4", 1) not in out
+    for scheme, seeds in {"apot": 5, "uniform": 3, "pot": 3}.items():
+        for seed in range(seeds):  # seed s of a chain starts from seed s of its FP32 control
+            assert job_inputs(out, warm.format(f"{scheme}-w4", seed))[1] == warm.format(
+                "fp32-w32", seed)
+            assert job_inputs(out, warm.format(f"{scheme}-w3", seed))[1] == warm.format(
+                f"{scheme}-w4", seed)
+        assert warm.format(f"{scheme}-w4", seeds) not in out
+    assert job_inputs(out, warm.format("apot-w2", 4))[1] == warm.format("apot-w3", 4)
+    assert warm.format("pot-w2", 0) not in out
     assert job_inputs(out, "results/quick/runs/cifar10/resnet20/multistep/apot-w4/seed0/"
                       "metrics.json")[0] == "results/quick/data/cifar10_small/manifest.json"
     assert "runs/cifar10/resnet56" not in out  # (the config itself, in params, names it)
-    assert job_counts(out) == {"prepare_data": 2, "stage_authors_start": 1, "train_fp32": 5,
-                               "train_quantized": 26, "run_cost": 26, "export_packed": 26,
+    # FP32: 5 warm controls, 2 scratch baselines; quantized: 15 APoT, 9 uniform, 6 PoT warm
+    # steps and 6 scratch fine-tunes
+    assert job_counts(out) == {"prepare_data": 2, "stage_authors_start": 1, "train_fp32": 7,
+                               "train_quantized": 36, "run_cost": 36, "export_packed": 36,
                                "cost_tables": 1, "eval_authors": 4, "summarize": 1,
                                "claims": 1, "report": 1, "all": 1}
 

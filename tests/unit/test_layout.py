@@ -197,8 +197,8 @@ def test_export_refuses_a_run_trained_with_other_settings(study_file, capsys):
 
 
 def test_export_refuses_a_run_that_kept_no_predictions(study_file, capsys):
-    """A run trained before apot kept per-image predictions cannot enter the verdicts: the
-    workflow trains it again rather than judging it on its top-1 alone."""
+    """A run completed before apot kept per-image predictions is not exported (nor started
+    from) until `apot train` has written them: the verdicts pair models image by image."""
     path, runs = study_file
     run = next(run for run in runs if run.scheme != FLOAT)
     complete(run)
