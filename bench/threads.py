@@ -21,32 +21,17 @@ import multiprocessing as mp
 import statistics
 import time
 
-BATCH = 128
+BATCH = 128  # the batch of bench/quantizer.py's step_case
 
 
 def worker(threads: int, bits: int, commands, results) -> None:
     """Build the model once, then run the number of training steps each command asks for and
     send back the seconds they took; None ends the worker."""
-    import torch
-    import torch.nn.functional as F
-
-    from apot.models import build_model
     from apot.threads import use_threads
+    from quantizer import step_case  # bench/quantizer.py's training step: one definition
 
     use_threads(threads)  # torch's and numba's pools, as `apot train --threads` sets them
-    torch.manual_seed(0)
-    model = build_model("resnet20", bits=bits, first_last="8bit" if bits < 32 else "float")
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    generator = torch.Generator().manual_seed(1)
-    images = torch.randn(BATCH, 3, 32, 32, generator=generator).contiguous(
-        memory_format=torch.channels_last)
-    labels = torch.randint(0, 10, (BATCH,), generator=generator)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(images), labels).backward()
-        optimizer.step()
-
+    step = step_case(bits, channels_last=True)
     for _ in range(3):  # warm-up: allocator, oneDNN primitives, numba compilation
         step()
     results.put("ready")
