@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from .noise import MIN_SEEDS, RULE, combine, paired_se
+from .noise import MIN_SEEDS, RULE, combine, paired_se, weighted_correct
 from .predictions import read_predictions
 from .quant.schemes import APOT, FLOAT, FLOAT_BITS, POT, UNIFORM
 from .study import SCRATCH
@@ -154,19 +154,18 @@ class Evidence:
         runs = [self.usable_runs(m.group) for m in trained]
         seeds = sorted(set.intersection(*(set(r) for r in runs))) if trained else [None]
         flags = [line for m in trained for line in self.flagged_runs(m.group)]
-        per_seed, lost = [], []
+        values, weighted, lost = [], [], []
         for seed in seeds:
             records = [m.fixed if not m.trained else runs[trained.index(m)][seed]
                        for m in models]
-            value = constant + sum(m.weight * _top1(r) for m, r in zip(models, records))
+            values.append(constant + sum(m.weight * _top1(r) for m, r in zip(models, records)))
             kept = [self.predictions(r.get("predictions")) for r in records]
             identities = {k.identity for k in kept if k is not None}
             if any(k is None for k in kept) or len(identities) != 1:
                 lost.append(seed)
-                per_seed.append((value, None))
                 continue
-            per_seed.append((value, paired_se([k.correct for k in kept],
-                                            [m.weight for m in models])))
+            weighted.append(weighted_correct([k.correct for k in kept],
+                                             [m.weight for m in models]))
         if lost:
             flags.append("no per-image predictions of the same test images for every model"
                          + ("" if lost == [None] else f" (seed {', '.join(map(str, lost))})"))
@@ -178,14 +177,13 @@ class Evidence:
                       "difference": None, "margin": None, "test_se": None, "seed_std": None,
                       "interval": None, "converged": None, "last_gain": None,
                       "outcome": None, "decided": False, "flags": flags}
-        if not per_seed:
+        if not values:
             flags.append("the compared groups share no completed seed")
             return comparison
-        values = [v for v, _ in per_seed]
         if lost:
             comparison["difference"] = round(float(np.mean(values)), 4)
             return comparison
-        noise = combine(per_seed)
+        noise = combine(values, paired_se(weighted))
         # unrounded: a reader can check margin >= 2 * test_se and the interval exactly
         comparison.update(
             difference=noise.difference, margin=noise.margin, test_se=noise.test_se,

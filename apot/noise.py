@@ -9,11 +9,15 @@ model (the authors') is one fixed model, the same for every seed.
 
 The rule, stated once (docs/claims.md and the report's claims preamble quote it):
   difference  D = mean over the n paired seeds of d_s.
-  test_se     the paired test-set standard error of d_s, from the images on which the models
-              disagree: se_s = 100 * sd_i(sum_k w_k * correct_k,s,i) / sqrt(N) over the N test
-              images (for two models this is the McNemar standard error, sqrt(b + c - (b - c)^2
-              / N) / N with b, c the discordant images); test_se = sqrt(mean_s se_s^2). All seeds
-              are tested on the same images, so averaging seeds does not shrink it.
+  test_se     the paired test-set standard error of D, from the images on which the models
+              disagree: with c_s,i = sum_k w_k * correct_k,s,i the weighted correctness of image
+              i for seed s, and m_i its mean over the n seeds, test_se = 100 * sd_i(m_i) /
+              sqrt(N) over the N test images. For one seed and two models this is the McNemar
+              standard error, sqrt(b + c - (b - c)^2 / N) / N with b, c the discordant images.
+              Seeds share the test images, so averaging them keeps the images' own
+              difficulty in test_se. What it averages away is the seed-to-seed churn (which
+              borderline images each model happens to get right); that churn moves d_s from
+              seed to seed, so seed_std already counts it.
   seed_std    the sample standard deviation of d_s over the seeds (n - 1 in the denominator).
   margin      sqrt((2 * test_se)^2 + (t(n - 1) * seed_std / sqrt(n))^2), with t(n - 1) Student's
               97.5 % quantile for n - 1 degrees of freedom: the small-sample correction (4.30
@@ -42,8 +46,9 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
          2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 RULE = ("margin = sqrt((2 x test_se)^2 + (t(n-1) x seed_std / sqrt(n))^2): test_se is the paired "
-        "test-set standard error of the difference, from the images on which the compared "
-        "models disagree; seed_std the standard deviation of the per-seed difference over the n "
+        "test-set standard error of the seed-averaged difference, from the images on which the "
+        "compared models disagree (each image's weighted correctness averaged over the paired "
+        "seeds); seed_std the standard deviation of the per-seed difference over the n "
         "paired seeds, with Student's 97.5 % quantile t(n-1) as the small-sample correction "
         f"(4.30 for 3 seeds). A comparison is decided only when every compared group has at "
         f"least {MIN_SEEDS} completed seeds and none failed; a difference beyond its margin "
@@ -65,14 +70,23 @@ def t_quantile(df: int) -> float:
     return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
 
 
-def paired_se(correct: list[np.ndarray], weights: list[float]) -> float:
-    """Paired test-set standard error (points) of sum_k w_k * top1_k, from the models' bool (N,)
-    per-image correctness on the same N images."""
+def weighted_correct(correct: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """Per-image sum_k w_k * correct_k, float64 (N,), from the models' bool (N,) per-image
+    correctness on the same N images (one seed's terms of a comparison)."""
     n = len(correct[0])
     if n < 2 or any(len(c) != n for c in correct):
         raise ValueError("paired models need the same two or more test images")
-    combined = sum(w * c.astype(np.float64) for w, c in zip(weights, correct))
-    return 100.0 * float(np.std(combined, ddof=1)) / math.sqrt(n)
+    return sum(w * c.astype(np.float64) for w, c in zip(weights, correct))
+
+
+def paired_se(per_seed: list[np.ndarray]) -> float:
+    """Paired test-set standard error (points) of the seed-averaged comparison, from each seed's
+    (N,) weighted correctness (weighted_correct) on the same N images."""
+    n = len(per_seed[0])
+    if any(len(c) != n for c in per_seed):
+        raise ValueError("paired seeds need the same test images")
+    mean = np.mean(np.stack(per_seed), axis=0)
+    return 100.0 * float(np.std(mean, ddof=1)) / math.sqrt(n)
 
 
 @dataclass(frozen=True)
@@ -94,15 +108,15 @@ class Noise:
         return (self.difference - self.margin, self.difference + self.margin)
 
 
-def combine(per_seed: list[tuple[float, float]]) -> Noise:
-    """The Noise of a comparison from its per-seed (difference, test-set se) pairs."""
-    if not per_seed:
+def combine(values: list[float], test_se: float) -> Noise:
+    """The Noise of a comparison from its per-seed differences (points) and the paired
+    test-set standard error of their mean (paired_se)."""
+    if not values:
         raise ValueError("a comparison needs at least one seed")
-    values = np.array([d for d, _ in per_seed], dtype=np.float64)
-    ses = np.array([s for _, s in per_seed], dtype=np.float64)
-    seed_std = float(values.std(ddof=1)) if len(values) > 1 else None
-    return Noise(difference=float(values.mean()), test_se=float(np.sqrt((ses ** 2).mean())),
-                 seed_std=seed_std, n=len(values))
+    array = np.array(values, dtype=np.float64)
+    seed_std = float(array.std(ddof=1)) if len(array) > 1 else None
+    return Noise(difference=float(array.mean()), test_se=float(test_se), seed_std=seed_std,
+                 n=len(array))
 
 
 def chance_margin(classes: int, images: int) -> float:
