@@ -19,6 +19,7 @@ from .datasets import dataset_names
 from .layout import MANIFEST
 from .models import ARCHS
 from .quant.convert import FIRST_LAST_POLICIES, first_and_last
+from .onnx_export import ONNX_FORMS
 from .quant.packed import ARITHMETICS, PackedQuantConv2d
 from .quant.levels import MAX_BITS, MIN_BITS, check_k
 from .quant.schemes import APOT, FLOAT_BITS, MODEL_BITS, levels, scheme_names
@@ -128,7 +129,10 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     threads = use_threads(args.threads)
     start = time.perf_counter()
-    if args.packed is not None:
+    if args.onnx is not None:
+        device = torch.device("cpu")  # ONNX Runtime's CPU provider
+        model, batches, dataset, source = _onnx_source(args, args.threads, device)
+    elif args.packed is not None:
         from .integrity import verify_packed_file
         from .packed_file import load_packed
         verify_packed_file(args.packed)
@@ -149,6 +153,8 @@ def cmd_eval(args: argparse.Namespace) -> dict:
         source = {"checkpoint": str(args.checkpoint),
                   "checkpoint_sha256": file_sha256(args.checkpoint)}
     result = evaluate(model, batches, device, keep_predictions=args.predictions is not None)
+    if args.onnx is not None:
+        result["images_per_s"] = round(result["n"] / max(model.seconds, 1e-9), 1)
     if args.predictions is not None:
         from .predictions import write_predictions
         result["predictions"] = write_predictions(
@@ -177,15 +183,20 @@ def _predictions_identity(args: argparse.Namespace) -> str:
 
 
 def _check_eval_flags(args: argparse.Namespace) -> None:
-    """--checkpoint needs --arch and --bits; --packed takes no model flag (its header has
-    them). Fills the defaults of the mode."""
+    """--checkpoint needs --arch and --bits; --packed and --onnx take no model flag (the file
+    names its model). Fills the defaults of the mode."""
     model_flags = ("arch", "bits", *EVAL_MODEL_DEFAULTS)
-    if args.packed is not None:
+    named = args.packed if args.packed is not None else args.onnx
+    if named is not None:
         given = [f"--{f.replace('_', '-')}" for f in model_flags if getattr(args, f) is not None]
+        what = "a packed file" if args.packed is not None else "an ONNX file"
         if given:
-            raise UserError(f"{', '.join(given)}: a packed file names its model itself; "
+            raise UserError(f"{', '.join(given)}: {what} names its model itself; "
                             f"drop {'them' if len(given) > 1 else 'it'}")
-        args.arithmetic = args.arithmetic or ARITHMETICS[0]
+        if args.onnx is not None and args.arithmetic is not None:
+            raise UserError("--arithmetic applies to --packed models; an ONNX file's form "
+                            "fixes its arithmetic")
+        args.arithmetic = args.arithmetic or (ARITHMETICS[0] if args.packed else None)
         return
     missing = [f"--{f}" for f in ("arch", "bits") if getattr(args, f) is None]
     if missing:
@@ -196,6 +207,25 @@ def _check_eval_flags(args: argparse.Namespace) -> None:
     for field, default in EVAL_MODEL_DEFAULTS.items():
         if getattr(args, field) is None:
             setattr(args, field, default)
+
+
+def _onnx_source(args: argparse.Namespace, threads: int, device) -> tuple:
+    """(ONNX Runtime model, batches, dataset name, source fields) of ``apot eval --onnx``."""
+    from .layout import file_sha256
+    from .onnx_run import OnnxModel, describe_onnx, read_onnx
+
+    _, meta = read_onnx(args.onnx)
+    for field, value in describe_onnx(args.onnx, meta).items():
+        setattr(args, field, value)
+    batches, num_classes, dataset = _eval_batches(args, device)
+    if num_classes != int(meta["num_classes"]):
+        raise UserError(f"{args.onnx} holds a model for {meta['num_classes']} classes; the "
+                        f"data has {num_classes}")
+    model = OnnxModel(args.onnx, threads)
+    return model, batches, dataset, {
+        "onnx": str(args.onnx), "onnx_sha256": file_sha256(args.onnx),
+        "onnx_form": meta["form"], "integer_convs": model.integer_convs,
+        "quantized_convs": int(meta["quantized_convs"])}
 
 
 def _verify_packed(args: argparse.Namespace, model) -> dict:
@@ -223,7 +253,6 @@ def _layer_arithmetic(model) -> dict[str, int]:
 
 def cmd_export(args: argparse.Namespace) -> dict:
     from .models import load_model
-    from .packed_file import export_packed
     from .threads import use_threads
     _fill_export_flags(args)
     check_output_file(args.out)
@@ -231,18 +260,44 @@ def cmd_export(args: argparse.Namespace) -> dict:
     use_threads(args.threads)
     model, _ = load_model(args.checkpoint, _description(args))
     classes = model.get_submodule(first_and_last(model)[1]).out_features
-    result = export_packed(model.eval(), _description(args), classes, args.checkpoint,
-                           args.out)
-    if args.verify_data is not None:
-        result["verify"] = _verify_packed(args, model)
+    if args.format == "onnx":
+        from .onnx_export import export_onnx
+        result = export_onnx(model.eval(), _description(args), classes, args.checkpoint,
+                             args.out, args.onnx_form, ARCHS[args.arch][2])
+        if args.verify_data is not None:
+            result["verify"] = _verify_onnx(args, model, args.threads)
+    else:
+        from .packed_file import export_packed
+        if args.bits not in MODEL_BITS:
+            raise UserError(f"--format packed stores quantized models (bits {MODEL_BITS[0]}.."
+                            f"{MODEL_BITS[-1]}); a {args.bits}-bit model exports with "
+                            f"--format onnx --onnx-form float")
+        result = export_packed(model.eval(), _description(args), classes, args.checkpoint,
+                               args.out)
+        if args.verify_data is not None:
+            result["verify"] = _verify_packed(args, model)
     if args.result is not None:
         _write_json(args.result, result)
     return result
 
 
+def _verify_onnx(args: argparse.Namespace, model, threads: int) -> dict:
+    """The checkpoint's model against the ONNX file just written, in ONNX Runtime on the same
+    test images, and the same network in float32 (--onnx-form float) timed on them."""
+    from .onnx_run import compare_onnx
+    checks = argparse.Namespace(data=args.verify_data, arch=args.arch, dataset=None,
+                                split="test", batch_size=100,
+                                limit_per_class=args.verify_limit_per_class)
+    batches, _, dataset = _eval_batches(checks, torch.device("cpu"))
+    return {"data": str(args.verify_data), "dataset": dataset,
+            "limit_per_class": args.verify_limit_per_class,
+            **compare_onnx(model, args.out, list(batches), threads, ARCHS[args.arch][2])}
+
+
 # apot export's settings, each a flag; with --study and --run the study file gives them all.
 EXPORT_FLAGS = ("arch", "bits", *EVAL_MODEL_DEFAULTS, "checkpoint", "out", "result",
                 "verify_data", "verify_limit_per_class")
+EXPORT_FORMATS = ("packed", "onnx")
 EXPORT_PATH_FLAGS = ("checkpoint", "out", "result", "verify_data")
 REQUIRED_EXPORT_FLAGS = ("arch", "bits", "checkpoint", "out")
 
@@ -251,6 +306,10 @@ def _fill_export_flags(args: argparse.Namespace) -> None:
     """apot export's settings: a workflow job's from the study file (--study --run,
     apot.study.export_settings), otherwise the flags with their defaults."""
     given = [name for name in EXPORT_FLAGS if getattr(args, name) is not None]
+    if args.format != "onnx" and args.onnx_form is not None:
+        raise UserError("--onnx-form applies to --format onnx")
+    if args.format == "onnx":
+        args.onnx_form = args.onnx_form or ONNX_FORMS[0]
     if args.study or args.run_path:
         from .study import check_trained, export_settings
         if given:
@@ -259,7 +318,7 @@ def _fill_export_flags(args: argparse.Namespace) -> None:
                             f"give every setting without --study")
         run, layout, _ = study_run(args)
         check_trained(run, layout, args.study)
-        for name, value in export_settings(run, layout).items():
+        for name, value in export_settings(run, layout, args.format).items():
             setattr(args, name, Path(value) if name in EXPORT_PATH_FLAGS else value)
         return
     missing = [f"--{name}" for name in REQUIRED_EXPORT_FLAGS if getattr(args, name) is None]
@@ -515,8 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exact", action="store_true", help="print exact fractions as strings")
     p.set_defaults(run=cmd_levels)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint or a packed model on a dataset; "
-                                    "prints JSON")
+    p = sub.add_parser("eval", help="evaluate a checkpoint, a packed or an ONNX model on a "
+                                    "dataset; prints JSON")
     p.add_argument("--arch", choices=list(ARCHS), default=None, help="(with --checkpoint)")
     p.add_argument("--bits", type=lambda t: _bits(t, True), default=None,
                    help=f"weight/activation bits of the inner layers ({MODEL_BITS[0]}.."
@@ -528,6 +587,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--packed", type=Path, default=None,
                         help="a packed model (apot export), which names its architecture and "
                              "bits itself")
+    source.add_argument("--onnx", type=Path, default=None,
+                        help="an ONNX model (apot export --format onnx), run by ONNX Runtime's "
+                             "CPU provider; adds images_per_s and integer_convs (convolutions "
+                             "the runtime runs on integers after its graph optimization)")
     p.add_argument("--arithmetic", choices=ARITHMETICS, default=None,
                    help="(with --packed) levels: the codes' level values in float32, the "
                         "trained model's logits bit for bit (default); integer: integer codes "
@@ -570,9 +633,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a quantized run's folder under the study's runs/ (with --study)")
     p.add_argument("--arch", choices=list(ARCHS), default=None,
                    help="(required without --study)")
-    p.add_argument("--bits", type=lambda t: _bits(t, False), default=None,
+    p.add_argument("--bits", type=lambda t: _bits(t, True), default=None,
                    help=f"weight/activation bits of the inner layers ({MODEL_BITS[0]}.."
-                        f"{MODEL_BITS[-1]}; required without --study)")
+                        f"{MODEL_BITS[-1]}, or {FLOAT_BITS} with --onnx-form float; required "
+                        f"without --study)")
     p.add_argument("--scheme", choices=scheme_names(), default=None,
                    help=f"(default {APOT})")
     p.add_argument("--k", type=_base_bits, default=None, help="APoT base bit-width (default 2)")
@@ -591,6 +655,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "both top-1 and their largest logit difference")
     p.add_argument("--verify-limit-per-class", type=_positive, default=None,
                    help="verify on the first N test images of each class only")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default=EXPORT_FORMATS[0],
+                   help="packed: integer codes in safetensors (default); onnx: an ONNX model "
+                        "that ONNX Runtime runs on integer kernels (docs/onnx.md)")
+    p.add_argument("--onnx-form", choices=ONNX_FORMS, default=None,
+                   help="(with --format onnx) qdq: QuantizeLinear/DequantizeLinear around each "
+                        "quantized conv, fused by the runtime into int8 kernels, fast, "
+                        "requantizing conv outputs to 8 bits (default); integer: ConvInteger, "
+                        "exact sums and the model's float epilogue, its top-1; float: the same "
+                        "network in float32 (activations not quantized), the speed baseline")
     p.add_argument("--threads", type=_positive, default=None, help=THREADS_HELP)
     p.set_defaults(run=cmd_export)
 

@@ -10,6 +10,7 @@ imports this when it is parsed, and on a cluster every job parses it again.
       data/<name>/manifest.json       a prepared dataset (apot prepare-data)
       runs/<run>/                     one training run (apot train; <run>: apot.study.run_path)
         checkpoint.pt best.pt history.csv metrics.json cost.json packed.safetensors packed.json
+        model.onnx onnx.json
       starts/<file>.pt                released models a warm chain starts from
       authors/resnet20-w<bits>.json   the authors' checkpoints evaluated
       cost.json                       the cost tables
@@ -31,6 +32,8 @@ PREDICTIONS = "predictions.npz"
 RUN_COST = "cost.json"
 # A quantized run's best weights as a packed model (apot export), and what the export printed.
 PACKED, PACKED_RESULT = "packed.safetensors", "packed.json"
+# The same weights as an ONNX model (apot export --format onnx, the qdq form), and its check.
+ONNX_MODEL, ONNX_RESULT = "model.onnx", "onnx.json"
 # history.csv's columns: one row per completed epoch
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1",
                   "test_top5", "images_per_s", "epoch_seconds")

@@ -34,8 +34,8 @@ from typing import Any
 
 from .datasets import ARCHIVE, FOLDER, get_dataset, study_datasets
 from .errors import UserError
-from .layout import (BEST, MANIFEST, METRICS, PACKED, PACKED_RESULT, STUDIES,
-                     STUDY_DIGEST_CHARS, ResultsLayout, write_text_if_changed)
+from .layout import (BEST, MANIFEST, METRICS, ONNX_MODEL, ONNX_RESULT, PACKED, PACKED_RESULT,
+                     STUDIES, STUDY_DIGEST_CHARS, ResultsLayout, write_text_if_changed)
 from .quant.schemes import APOT, FLOAT, FLOAT_BITS, ablation_schemes
 from .sources import (TORCHVISION_HOST, TORCHVISION_URL, TORCHVISION_WEIGHTS, mirror_folder,
                       torch_hub_checkpoints)
@@ -174,24 +174,24 @@ def train_settings(run: RunSpec, layout: ResultsLayout) -> dict[str, Any]:
 # A workflow export checks its packed file on this many test images of each class: it compares
 # logits, which any image does; the full test split of ImageNet would take a CPU an hour.
 PACKED_CHECK_PER_CLASS = 10
+# the ONNX model's check: its top-1 beside the checkpoint's, and its speed, on this many test
+# images of each class (1,000 of CIFAR-10's test images: a few seconds in ONNX Runtime)
+ONNX_CHECK_PER_CLASS = 100
+# per export format: (the file, the printed result, test images per class the check uses)
+EXPORT_FILES = {"packed": (PACKED, PACKED_RESULT, PACKED_CHECK_PER_CLASS),
+                "onnx": (ONNX_MODEL, ONNX_RESULT, ONNX_CHECK_PER_CLASS)}
 
 
-def best_model_settings(run: RunSpec, layout: ResultsLayout) -> dict[str, Any]:
-    """The model of one trained run and its best weights: the settings ``apot cost`` and
-    ``apot export`` read a run's model with."""
-    return {"arch": run.arch, "bits": run.bits, "scheme": run.train["scheme"],
-            "k": run.train["k"], "first_last": run.train["first_last"],
-            "checkpoint": layout.run_file(run.path, BEST)}
-
-
-def export_settings(run: RunSpec, layout: ResultsLayout) -> dict[str, Any]:
-    """``apot export``'s settings of one trained quantized run: its model and best weights,
-    the packed file and result to write, and the data the file is checked on."""
+def export_settings(run: RunSpec, layout: ResultsLayout, format: str = "packed") -> dict[str, Any]:
+    """``apot export``'s settings of one trained quantized run in ``format`` (EXPORT_FILES):
+    its model and best weights, the file and result to write, and the data the file is
+    checked on."""
+    out, result, per_class = EXPORT_FILES[format]
     return {**best_model_settings(run, layout),
-            "out": layout.run_file(run.path, PACKED),
-            "result": layout.run_file(run.path, PACKED_RESULT),
+            "out": layout.run_file(run.path, out),
+            "result": layout.run_file(run.path, result),
             "verify_data": layout.data_dir(run.data),
-            "verify_limit_per_class": PACKED_CHECK_PER_CLASS}
+            "verify_limit_per_class": per_class}
 
 
 def study_record(config: dict, skipped: dict, skipped_studies: dict, authors_bits: list,

@@ -2,8 +2,6 @@
 format and its errors (apot.quant.packing, apot.quant.packed, apot.packed_file, apot export /
 apot eval --packed)."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +9,6 @@ import safetensors.numpy
 import torch
 from hypothesis import given, settings, strategies as st
 
-from apot.checkpoints import save_atomic
 from apot.errors import UserError
 from apot.layout import file_sha256
 from apot.models import build_model
@@ -22,6 +19,8 @@ from apot.quant.packed import PackedQuantConv2d, pack_model, unpack_model
 from apot.quant.packing import (pack_codes, packed_size, sign_magnitude, split_sign_magnitude,
                                 unpack_codes)
 from apot.quant.schemes import APOT, MODEL_BITS, POT, UNIFORM, scheme_names
+
+from model_builder import randomized_model, run_apot, write_checkpoint
 
 
 @settings(max_examples=200, deadline=None)
@@ -53,26 +52,6 @@ def test_sign_and_magnitude_round_trip_and_zero_has_no_sign():
     assert back_negative.tolist() == [True, False, False, True]
     with pytest.raises(ValueError, match="0..3"):
         sign_magnitude(negative, np.array([4, 0, 0, 0]), 2)
-
-
-def randomized_model(bits, scheme=APOT, k=2, first_last="8bit", seed=0):
-    """A ResNet-20 whose every float part differs from its initial value, so that a part the
-    packed file failed to carry shows in the outputs."""
-    torch.manual_seed(seed)
-    model = build_model("resnet20", 10, bits, scheme, k, first_last)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith("running_var"):
-                tensor.uniform_(0.5, 2.0)
-            elif name.endswith(("running_mean", "bn1.bias", "bn2.bias")) or ".bias" in name:
-                tensor.normal_(0, 0.2)
-            elif name.endswith("act_quantizer.alpha"):
-                tensor.uniform_(1.0, 4.0)
-            elif name.endswith("weight_quantizer.alpha"):
-                tensor.uniform_(1.5, 3.0)
-            elif "bn" in name and name.endswith("weight"):
-                tensor.uniform_(0.5, 1.5)
-    return model.eval()
 
 
 def rebuilt(model, bits, scheme=APOT, k=2, first_last="8bit", arithmetic="levels"):
@@ -160,15 +139,6 @@ def test_one_corrupted_code_changes_the_logits():
         assert not torch.equal(packed(INPUT), model(INPUT))
 
 
-def write_checkpoint(tmp_path, bits=4, scheme=APOT):
-    model = randomized_model(bits, scheme)
-    path = tmp_path / "best.pt"
-    description = {"arch": "resnet20", "bits": bits, "scheme": scheme, "k": 2,
-                   "first_last": "8bit"}
-    save_atomic({"model": description, "state_dict": model.state_dict()}, path)
-    return model, path, description
-
-
 def test_export_writes_a_file_a_fifth_of_the_float_size_and_loads_it_back(tmp_path):
     model, checkpoint, description = write_checkpoint(tmp_path)
     out = tmp_path / "model.safetensors"
@@ -236,11 +206,6 @@ def test_missing_or_short_tensors_are_refused(tmp_path, edit, message):
     export_packed(model, description, 10, checkpoint, good)
     with pytest.raises(UserError, match=message):
         load_packed(rewrite(good, tmp_path / "bad.safetensors", edit_arrays=edit))
-
-
-def run_apot(*args):
-    return subprocess.run([sys.executable, "-m", "apot", *map(str, args)], capture_output=True,
-                          text=True)
 
 
 def test_cli_export_then_eval_packed_and_its_one_line_errors(tmp_path, synthetic_data):
