@@ -9,7 +9,7 @@ refuses to aggregate it. Results from before this record (no "files" key) are no
 and are taken as they are. A packed.json records the size and sha256 of the packed file it
 describes (packed_bytes, packed_sha256): the workflow redoes an export whose file differs, or
 whose record is older than the sha256, and `apot eval --packed` checks a file against the
-packed.json beside it.
+packed.json beside it. An onnx.json does the same for its model.onnx (onnx_bytes, onnx_sha256).
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 
 from .errors import UserError
-from .layout import (BEST, CHECKPOINT, HISTORY, MANIFEST, METRICS, PACKED, PACKED_RESULT,
-                     PREDICTIONS, file_sha256)
+from .layout import (BEST, CHECKPOINT, HISTORY, MANIFEST, METRICS, ONNX_MODEL, ONNX_RESULT,
+                     PACKED, PACKED_RESULT, PREDICTIONS, file_sha256)
 
 RECORDED_FILES = (CHECKPOINT, BEST, HISTORY, PREDICTIONS)  # the files metrics.json records
 
@@ -84,11 +84,18 @@ def check_packed(folder: str | os.PathLike) -> list[str]:
     return packed_record_problems(folder / PACKED, folder / PACKED_RESULT) or []
 
 
-def packed_record_problems(packed: str | os.PathLike, record_path: str | os.PathLike
-                           ) -> list[str] | None:
-    """Problems of the packed file ``packed`` against the export record ``record_path`` (an
-    ``apot export --result`` file); None when there is no such record, or it describes
-    another file."""
+def check_onnx(folder: str | os.PathLike) -> list[str]:
+    """Problems of a run folder's ONNX model against its onnx.json (empty: whole, or not
+    exported yet)."""
+    folder = Path(folder)
+    return packed_record_problems(folder / ONNX_MODEL, folder / ONNX_RESULT, "onnx") or []
+
+
+def packed_record_problems(packed: str | os.PathLike, record_path: str | os.PathLike,
+                           kind: str = "packed") -> list[str] | None:
+    """Problems of the exported file ``packed`` against the export record ``record_path`` (an
+    ``apot export --result`` file, whose <kind>_bytes and <kind>_sha256 describe it); None
+    when there is no such record, or it describes another file."""
     packed, record_path = Path(packed), Path(record_path)
     if not record_path.is_file():
         return None
@@ -97,11 +104,11 @@ def packed_record_problems(packed: str | os.PathLike, record_path: str | os.Path
         return [problem]
     if not isinstance(record, dict) or Path(str(record.get("out"))).name != packed.name:
         return None
-    if not isinstance(record.get("packed_sha256"), str):
+    if not isinstance(record.get(f"{kind}_sha256"), str):
         return [f"{record_path.name} records no sha256 of {packed.name} (written before apot "
                 f"recorded it)"]
-    return check_files(packed.parent, {packed.name: {"bytes": record.get("packed_bytes"),
-                                                     "sha256": record["packed_sha256"]}})
+    return check_files(packed.parent, {packed.name: {"bytes": record.get(f"{kind}_bytes"),
+                                                     "sha256": record[f"{kind}_sha256"]}})
 
 
 def verify_packed_file(packed: str | os.PathLike) -> None:

@@ -210,4 +210,16 @@ def compare_onnx(model: torch.nn.Module, path: Path, batches: list, threads: int
             "images_per_s": round(n / quantized.seconds, 1),
             "float32_images_per_s": round(n / twin.seconds, 1),
             "speedup_over_float32": round(twin.seconds / quantized.seconds, 3),
-            "integer_convs": quantized.integer_convs, "threads": threads}
+            "integer_convs": quantized.integer_convs, "threads": threads, "cpu": cpu_name()}
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; else the platform's word for it)."""
+    import platform
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"

@@ -374,14 +374,57 @@ def packed_rows(summary: dict) -> list[dict]:
     for run in summary["runs"]:
         packed = run.get("packed")
         if run["status"] == "done" and packed:
-            rows.append({"run": f"{run['dataset']}/{run['arch']}/{run['schedule']}/"
-                                f"{run['scheme']}-w{run['bits']}", "seed": run["seed"],
+            rows.append({"run": _chain_step(run), "seed": run["seed"],
                          "bits": run["bits"], "scheme": run["scheme"],
                          "packed_kb": packed["packed_bytes"] / 1000,
                          "float32_kb": packed["float32_bytes"] / 1000,
                          "smaller": packed["float32_bytes"] / packed["packed_bytes"],
                          "verify": packed.get("verify")})
     return rows
+
+
+def _chain_step(run: dict) -> str:
+    """dataset/arch/schedule/scheme-w<bits>: a run's step, as the export tables name it."""
+    return f"{run['dataset']}/{run['arch']}/{run['schedule']}/{run['scheme']}-w{run['bits']}"
+
+
+def onnx_rows(summary: dict) -> list[dict]:
+    """The quantized runs exported to ONNX (``apot export --format onnx``): size, ONNX
+    Runtime's top-1 beside the checkpoint's on the same images, and its speed against the
+    same network in float32."""
+    rows = []
+    for run in summary["runs"]:
+        onnx = run.get("onnx")
+        if run["status"] == "done" and onnx:
+            rows.append({"run": _chain_step(run), "seed": run["seed"], "bits": run["bits"],
+                         "scheme": run["scheme"], "arch": run["arch"],
+                         "form": onnx["onnx_form"], "onnx_kb": onnx["onnx_bytes"] / 1000,
+                         "fixops": (run.get("cost") or {}).get("fixops"),
+                         "verify": onnx.get("verify")})
+    return rows
+
+
+def onnx_speed(rows: list[dict]) -> list[dict]:
+    """onnx_rows by architecture, scheme and bits: mean images/s in int8 and float32, the
+    mean of each run's speedup (measured interleaved with its float32 twin), FixOPs per
+    image, and where it was measured."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["verify"]:
+            groups.setdefault((row["arch"], row["scheme"], row["bits"]), []).append(row)
+    out = []
+    for (arch, scheme, bits), members in sorted(groups.items()):
+        checks = [m["verify"] for m in members]
+        fixops = [m["fixops"] for m in members if m["fixops"] is not None]
+        out.append({"arch": arch, "scheme": scheme, "bits": bits, "models": len(members),
+                    "fixops": sum(fixops) / len(fixops) if fixops else None,
+                    "int8": sum(c["images_per_s"] for c in checks) / len(checks),
+                    "float32": sum(c["float32_images_per_s"] for c in checks) / len(checks),
+                    "speedup": sum(c["speedup_over_float32"] for c in checks) / len(checks),
+                    "integer_convs": sorted({c["integer_convs"] for c in checks}),
+                    "where": sorted({f"{c.get('cpu', 'unknown CPU')}, {c.get('threads') or 'all'} "
+                                     f"thread(s)" for c in checks})})
+    return out
 
 
 def claims_for(summary: dict) -> dict:
@@ -433,6 +476,8 @@ def report_context(summary: dict, claims: dict | None = None) -> dict:
             "warm": warm_rows(summary, cited),
             "authors": authors_rows(summary, cited),
             "packed": packed_rows(summary),
+            "onnx": (onnx := onnx_rows(summary)), "onnx_speed": (speed := onnx_speed(onnx)),
+            "onnx_where": sorted({w for row in speed for w in row["where"]}),
             "css": (TEMPLATES / "report.css").read_text(),
             "config_yaml": yaml.safe_dump({"preset": summary["preset"], **{
                 k: v for k, v in summary["config"].items() if k not in ("presets", "preset")},
@@ -474,6 +519,12 @@ def table_files(context: dict) -> dict[str, str]:
              "float32_kb": round(r["float32_kb"], 1), "smaller_by": round(r["smaller"], 2),
              **{f"check_{k}": v for k, v in (r["verify"] or {}).items()
                 if k not in ("data", "dataset")}} for r in context["packed"]])
+    if context["onnx"]:
+        files["onnx-models.csv"] = _csv([
+            {"run": r["run"], "seed": r["seed"], "form": r["form"],
+             "onnx_kb": round(r["onnx_kb"], 1),
+             **{f"check_{k}": v for k, v in (r["verify"] or {}).items()
+                if k not in ("data", "dataset")}} for r in context["onnx"]])
     return files
 
 

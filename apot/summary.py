@@ -19,9 +19,9 @@ from pathlib import Path
 
 from .layout import write_text_atomic
 from .errors import UserError
-from .integrity import check_packed, check_run
-from .layout import (HISTORY, HISTORY_FIELDS, MANIFEST, METRICS as RUN_METRICS, PACKED_RESULT,
-                     PREDICTIONS, RUN_COST, ResultsLayout, benchmark_file)
+from .integrity import check_onnx, check_packed, check_run
+from .layout import (HISTORY, HISTORY_FIELDS, MANIFEST, METRICS as RUN_METRICS, ONNX_RESULT,
+                     PACKED_RESULT, PREDICTIONS, RUN_COST, ResultsLayout, benchmark_file)
 from .noise import chance_margin
 from .prepare import load_manifest
 from .quant.schemes import APOT, FLOAT, FLOAT_BITS
@@ -83,6 +83,8 @@ def run_records(study: dict, results: ResultsLayout, benchmarks: Path | None) ->
             packed_path = metrics_path.with_name(PACKED_RESULT)
             record["packed"] = (_packed(_read_json(packed_path)) if packed_path.is_file()
                                 else None)
+            onnx_path = metrics_path.with_name(ONNX_RESULT)
+            record["onnx"] = _onnx(_read_json(onnx_path)) if onnx_path.is_file() else None
         else:
             record["status"] = "missing: the run has not completed"
         records.append(record)
@@ -94,6 +96,13 @@ def _packed(export: dict) -> dict:
     the check of its predictions against the checkpoint's."""
     return {"packed_bytes": export["packed_bytes"], "float32_bytes": export["float32_bytes"],
             "size_ratio": export["size_ratio"], "verify": export.get("verify")}
+
+
+def _onnx(export: dict) -> dict:
+    """A run's ONNX model (``apot export --format onnx``): its form and size, and its check in
+    ONNX Runtime (top-1 beside the checkpoint's, speed against float32, the CPU)."""
+    return {"onnx_form": export["onnx_form"], "onnx_bytes": export["onnx_bytes"],
+            "float32_bytes": export["float32_bytes"], "verify": export.get("verify")}
 
 
 def authors_evaluations(study: dict, results: ResultsLayout) -> dict:
@@ -271,7 +280,7 @@ def check_whole(records: list[dict], results: ResultsLayout, runs: dict | None =
         folder = results.run_dir(record["path"])
         run = (runs or {}).get(record["path"])
         problems = [*(run_problems(run, results) if run is not None else check_run(folder)),
-                    *check_packed(folder)]
+                    *check_packed(folder), *check_onnx(folder)]
         if problems:
             refused.append(f"{record['path']} ({'; '.join(problems)})")
     if refused:

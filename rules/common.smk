@@ -8,8 +8,9 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from apot.errors import UserError
-from apot.integrity import check_packed, check_prepared
-from apot.layout import METRICS, PACKED, PACKED_RESULT, RUN_COST, ResultsLayout
+from apot.integrity import check_onnx, check_packed, check_prepared
+from apot.layout import (METRICS, ONNX_MODEL, ONNX_RESULT, PACKED, PACKED_RESULT, RUN_COST,
+                         ResultsLayout)
 from apot.quant.schemes import FLOAT, FLOAT_BITS, MODEL_BITS
 from apot.sources import mirror_folder
 from apot.study import AUTHORS_BITS as AUTHORS_BITS_ALL
@@ -102,11 +103,24 @@ def run_packed_result(path):
     return LAYOUT.run_file(path, PACKED_RESULT)
 
 
+def run_onnx(path):
+    return LAYOUT.run_file(path, ONNX_MODEL)
+
+
+def run_onnx_result(path):
+    return LAYOUT.run_file(path, ONNX_RESULT)
+
+
 def export_settings_of(wildcards):
-    """Params of an export job: its apot export settings (apot.study.export_settings). The job
-    reads them from the study file (apot export --study --run); stated here too, so that a
-    change to them makes Snakemake run it again."""
+    """Params of an export_packed job: its apot export settings (apot.study.export_settings).
+    The job reads them from the study file (apot export --study --run); stated here too, so
+    that a change to them makes Snakemake run it again."""
     return export_settings(run_of(wildcards), LAYOUT)
+
+
+def onnx_settings_of(wildcards):
+    """The same for an export_onnx job (apot export --format onnx)."""
+    return export_settings(run_of(wildcards), LAYOUT, "onnx")
 
 
 def cost_args(run):
@@ -199,8 +213,8 @@ def damaged_results():
     """{output whose files fail their checks: the problems}, over the preset's prepared
     datasets (tensors against the manifest's sha256), completed runs (checkpoint.pt, best.pt,
     history.csv against the record in metrics.json, and the config it records against this
-    study's settings of the run) and packed models (against packed.json's record;
-    apot.integrity)."""
+    study's settings of the run) and packed and ONNX models (against packed.json's and
+    onnx.json's records; apot.integrity)."""
     found = {}
     for name in DATA_NAMES:
         problems = check_prepared(data_dir(name))
@@ -210,8 +224,11 @@ def damaged_results():
         problems = run_problems(run, LAYOUT)
         if problems:
             found[run_metrics(path)] = problems
-        elif path in QUANTIZED_RUNS and (problems := check_packed(run_dir(path))):
-            found[run_packed_result(path)] = problems
+        elif path in QUANTIZED_RUNS:
+            if problems := check_packed(run_dir(path)):
+                found[run_packed_result(path)] = problems
+            if problems := check_onnx(run_dir(path)):
+                found[run_onnx_result(path)] = problems
     return found
 
 

@@ -484,7 +484,7 @@ def test_a_dry_run_of_another_config_beside_a_run_changes_none_of_its_jobs(
     out = snakemake(folder, "-n", "--configfile", str(changed), *SMOKE,
                     APOT_DATA_MIRROR=str(shared_data)).stdout
     assert job_counts(out) == {"train_quantized": 3, "run_cost": 3, "export_packed": 3,
-                               "cost_tables": 1, "summarize": 1, "claims": 1, "report": 1, "all": 1}
+                               "export_onnx": 3, "cost_tables": 1, "summarize": 1, "claims": 1, "report": 1, "all": 1}
     assert sorted(line.split("--run ")[1].split()[0] for line in out.splitlines()
                   if " train --study " in line) == sorted(CHANGED_RUNS)
 
@@ -542,6 +542,7 @@ def test_the_workflow_redoes_a_run_whose_files_were_lost(smoke_study, shared_dat
     # exports and the truncated one's
     assert counts["train_quantized"] == 5 and "train_fp32" not in counts
     assert counts["export_packed"] == 6 and counts["run_cost"] == 5
+    assert counts["export_onnx"] == 5
     assert "prepare_data" not in counts and counts["summarize"] == 1
     # only the run whose best.pt was lost trains again; the others resume, complete
     # (each job's log as this run left it: Snakemake starts it anew, or it was appended to)

@@ -96,7 +96,7 @@ def test_smoke_preset_on_slurm_matches_a_local_run(cluster, tmp_path, shared_dat
     assert done.returncode == 0, f"{output[-5000:]}\n{cluster.logs()}"
     counts = job_counts(output)
     assert "train_fp32" not in counts and counts["train_quantized"] == 2
-    assert counts["eval_authors"] == 1 and counts["export_packed"] == 2
+    assert counts["eval_authors"] == 1 and counts["export_packed"] == counts["export_onnx"] == 2
 
     # every training job ran as its own, completed SLURM job of this workflow
     states = cluster.job_states()
@@ -113,7 +113,7 @@ def test_smoke_preset_on_slurm_matches_a_local_run(cluster, tmp_path, shared_dat
         assert [e["slurm_job_id"] for e in executions] in [[job] for job in ids]
     # the jobs the plugin submitted, and nothing else: SLURM jobs = cluster rules' jobs
     cluster_jobs = sum(n for rule, n in counts.items()
-                       if rule in (*TRAIN_RULES, "eval_authors", "export_packed"))
+                       if rule in (*TRAIN_RULES, "eval_authors", "export_packed", "export_onnx"))
     assert len(set(states) - before) == cluster_jobs
 
     # the same files as the local run of the same preset, and the report says where runs ran

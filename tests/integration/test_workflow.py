@@ -64,6 +64,7 @@ def test_paper_preset_dry_run_lists_exactly_the_study(workflow, fake_mirror, tor
     # weights as they are, as the authors) + 5-bit.
     assert job_counts(out) == {"prepare_data": 3, "stage_torchvision_start": 1, "train_fp32": 6,
                                "train_quantized": 16, "run_cost": 16, "export_packed": 16,
+                               "export_onnx": 16,
                                "cost_tables": 1, "summarize": 1, "claims": 1, "report": 1, "all": 1}
     imagenet_fp32 = ("results/paper/runs/imagenet/resnet18/from-torchvision/multistep/fp32-w32/"
                      "seed0/metrics.json")
@@ -119,13 +120,15 @@ def test_paper_preset_without_imagenet_and_with_scheme_ablation(workflow, fake_m
     mirror, _ = fake_mirror
     out = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}").stdout
     assert job_counts(out) == {"prepare_data": 2, "train_fp32": 5, "train_quantized": 15,
-                               "run_cost": 15, "export_packed": 15, "cost_tables": 1,
+                               "run_cost": 15, "export_packed": 15,
+                               "export_onnx": 15, "cost_tables": 1,
                                "summarize": 1, "claims": 1, "report": 1, "all": 1}
     out = snakemake(workflow, "-n", "--config", "preset=paper", f"mirror={mirror}",
                     "scheme_ablation=True").stdout
     # uniform and PoT chains from the same FP32 baselines: 15 more runs each
     counts = job_counts(out)
     assert counts["train_quantized"] == counts["run_cost"] == counts["export_packed"] == 45
+    assert counts["export_onnx"] == 45
     assert job_counts(out)["train_fp32"] == 5
     assert "cifar100/resnet56/multistep/uniform-w2/seed0/metrics.json" in out
     assert "cifar10/resnet20/cosine/pot-w3/seed0/metrics.json" in out
@@ -156,6 +159,7 @@ def test_quick_is_the_default_preset(workflow, shared_data):
     # steps and 6 scratch fine-tunes
     assert job_counts(out) == {"prepare_data": 2, "stage_authors_start": 1, "train_fp32": 7,
                                "train_quantized": 36, "run_cost": 36, "export_packed": 36,
+                               "export_onnx": 36,
                                "cost_tables": 1, "eval_authors": 4, "summarize": 1,
                                "claims": 1, "report": 1, "all": 1}
 
@@ -211,6 +215,7 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
     folder, output = smoke_study.folder, smoke_study.output
     assert job_counts(output) == {"prepare_data": 1, "stage_authors_start": 1, "train_fp32": 3,
                                   "train_quantized": 9, "run_cost": 9, "export_packed": 9,
+                                  "export_onnx": 9,
                                   "cost_tables": 1, "eval_authors": 4, "summarize": 1,
                                   "claims": 1, "report": 1, "all": 1}
     runs = folder / "results/smoke/runs"
@@ -298,10 +303,23 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
     table = html.split("<h2>Packed models")[1].split("</table>")[0]
     assert table.count("<tr>") == 1 + 9 and "cifar10/resnet20/multistep/apot-w2" in table
     assert f"{packed['packed_bytes'] / 1000:,.1f}" in table
+    # and as ONNX models run on ONNX Runtime's integer kernels, checked against the checkpoint
+    onnx = json.loads((runs / "cifar10/resnet20/multistep/apot-w2/seed0/onnx.json").read_text())
+    check = onnx["verify"]
+    assert onnx["onnx_form"] == "qdq" and check["n"] == 100 and check["integer_convs"] == 20
+    assert check["images_per_s"] > 0 and check["float32_images_per_s"] > 0 and check["cpu"]
+    assert len(list(runs.rglob("model.onnx"))) == 9
+    table = html.split("<h2>ONNX models")[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + 9
+    row = table.split("cifar10/resnet20/multistep/apot-w2")[1].split("</tr>")[0]
+    assert f"{check['onnx_top1']:.2f}" in row and f"{check['images_per_s']:,.0f}" in row
+    speed = html.split("<h3>Measured: int8 inference in ONNX Runtime")[1].split("</p>")[0]
+    assert check["cpu"] in speed and "×" in speed
     # the report's figures and tables as files of their own
     build = folder / "report/build"
     assert (build / "figures/levels.svg").read_text().startswith("<?xml")
     assert (build / "tables/packed-models.csv").read_text().count("\n") == 1 + 9
+    assert (build / "tables/onnx-models.csv").read_text().count("\n") == 1 + 9
     assert (build / "tables/table1.csv").read_text().startswith("arch,bits,paper,repro")
 
 

@@ -414,3 +414,30 @@ def test_packed_runs_are_summarized_and_listed(study, tmp_path):
                      "check_n": "100", "check_reference_top1": "79.0", "check_top1": "79.0",
                      "check_differing_predictions": "0",
                      "check_max_abs_logit_difference": "0.0", "check_limit_per_class": "10"}]
+
+
+def test_onnx_models_are_listed_and_their_speed_is_measured_beside_the_cost(study, tmp_path):
+    spec, results = study
+    checks = {0: (500.0, 400.0), 1: (700.0, 400.0)}  # seed: int8, float32 images/s
+    for seed, (int8, float32) in checks.items():
+        run = results / f"runs/cifar10/resnet20/multistep/apot-w4/seed{seed}"
+        (run / "onnx.json").write_text(json.dumps({
+            "onnx_form": "qdq", "onnx_bytes": 301935, "float32_bytes": 1150447,
+            "verify": {"n": 1000, "checkpoint_top1": 79.0, "onnx_top1": 78.6,
+                       "differing_predictions": 41, "images_per_s": int8,
+                       "float32_images_per_s": float32, "speedup_over_float32": int8 / float32,
+                       "integer_convs": 20, "threads": 1, "cpu": "Test CPU 9000",
+                       "limit_per_class": 100, "data": "d", "dataset": "cifar10"}}))
+    summarize(spec, results)
+    build_report(results / "summary.json", tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text()
+    table = html.split("<h2>ONNX models")[1].split("</table>")[0]
+    assert table.count("<tr>") == 3 and table.count("78.60") == 2 and "301.9" in table
+    speed = html.split("<h3>Measured: int8 inference in ONNX Runtime")[1].split("</p>")[0]
+    row = speed.split("<tbody>")[1].split("</tr>")[0]
+    # two models; mean images/s 600 and 400; mean of the per-model speedups (1.25 + 1.75) / 2
+    assert ">2<" in row and ">600<" in row and ">400<" in row and "1.50×" in row
+    assert "Test CPU 9000, 1 thread(s)" in speed
+    rows = list(csv.DictReader((tmp_path / "out/tables/onnx-models.csv").open()))
+    assert [(r["seed"], r["check_onnx_top1"], r["check_images_per_s"]) for r in rows] == [
+        ("0", "78.6", "500.0"), ("1", "78.6", "700.0")]
