@@ -10,7 +10,7 @@ projection's level codes. Batch norm is folded into each convolution's per-chann
 bias. Two forms (``FORMS``):
 
 * ``qdq``: QuantizeLinear / DequantizeLinear around each quantized convolution (int8 weights per
-  channel, uint8 codes per tensor, int32 bias), the pattern ONNX Runtime fuses into its integer
+  channel: the codes times qdq_weight_factor; uint8 codes per tensor; int32 bias), the pattern ONNX Runtime fuses into its integer
   QLinearConv kernel. That kernel must requantize its output to uint8, which the fake-quantized
   model never does: where the output feeds the next activation quantizer directly (a block's
   first convolution), the requantization *is* that quantizer's grid (alpha / D for uniform
@@ -123,6 +123,18 @@ def check_integer_range(name: str, layer: QuantConv2d) -> None:
                             f"sets that fit 8-bit integers")
 
 
+def qdq_weight_factor(divisor: int) -> int:
+    """The factor the qdq form stores a layer's weight codes with: the largest that keeps
+    them int8 (codes up to ``divisor``)."""
+    return WEIGHT_CODE_MAX // divisor
+
+
+def qdq_activation_factor(divisor: int) -> int:
+    """The factor the qdq form stores a layer's activation codes with (codes up to
+    ``divisor``): the largest that keeps them uint8, for the same reason as the weights'."""
+    return ACTIVATION_CODE_MAX // divisor
+
+
 def activation_alpha(name: str, layer: QuantConv2d) -> float:
     alpha = float(layer.act_quantizer.alpha.detach())
     if not math.isfinite(alpha) or alpha <= 0:
@@ -178,7 +190,10 @@ class Exporter:
         if a.projector.rounds:
             q = self.g.op("QuantizeLinear", [x, self.g.const("a_scale", np.float32(
                 alpha / table.divisor)), self.g.const("a_zero", np.uint8(0))])
-            return self.clip_codes(q, table.divisor)
+            codes = self.clip_codes(q, table.divisor)
+            factor = qdq_activation_factor(table.divisor)
+            return codes if factor == 1 else self.g.op(
+                "Mul", [codes, self.g.const("code_factor", np.uint8(factor))], stem="codes")
         q = self.g.op("QuantizeLinear", [x, self.g.const("a_scale", np.float32(
             alpha / LOOKUP_STEPS)), self.g.const("a_zero", np.uint8(0))])
         return self.lookup(q, layer)
@@ -192,7 +207,9 @@ class Exporter:
     def lookup(self, q: str, layer: QuantConv2d) -> str:
         """uint8 level codes of uint8 grid values ``q`` (lookup_table), in the exporter's
         PROJECTIONS form."""
-        table = lookup_table(layer)
+        a = layer.act_quantizer
+        factor = qdq_activation_factor(code_table(a.scheme, a.bits, a.k).divisor)
+        table = (lookup_table(layer).astype(np.int64) * factor).astype(np.uint8)
         if self.projection == "gather":
             index = self.g.op("Cast", [q], stem="lookup_index", to=6)  # int32
             return self.g.op("Gather", [self.g.const("levels_lut", table), index], stem="codes")
@@ -259,6 +276,8 @@ class Exporter:
         alpha_a, alpha_w = activation_alpha(name, layer), float(weight_alpha(layer))
         bn_scale, bn_shift = folded_bn(bn, layer.out_channels)
         a_scale = alpha_a / a_div
+        if self.form == "qdq":
+            a_scale /= qdq_activation_factor(a_div)
         attrs = dict(strides=list(layer.stride), pads=[*layer.padding, *layer.padding],
                      dilations=list(layer.dilation), group=layer.groups)
         self.integer_layers += 1
@@ -266,11 +285,17 @@ class Exporter:
             scale = a_scale * alpha_w / w_div * bn_scale
             return self._integer_conv(codes, name, weights.astype(np.int8), scale, bn_shift,
                                       attrs, after)
-        # a channel with a negative batch-norm scale stores its integers negated, so that
-        # every per-channel scale is positive (the integers' magnitudes are unchanged)
+        # A channel with a negative batch-norm scale stores its integers negated, so that
+        # every per-channel scale is positive. The QDQ convention quantizes the bias in int32
+        # units of input scale x weight scale: with the codes themselves (D_w = 1, D_a = 4 at 2
+        # bits) a unit is a whole level of each, and rounding the bias to it moved 2-bit
+        # outputs by dozens of output grid steps. Both codes times a common factor
+        # (qdq_weight_factor, qdq_activation_factor: up to the int8 and uint8 ranges) make
+        # the unit that much finer; the sums stay exact.
         flip = np.where(bn_scale < 0, -1, 1)
-        w_int = (weights * flip[:, None, None, None]).astype(np.int8)
-        w_scale = alpha_w / w_div * np.abs(bn_scale)
+        factor = qdq_weight_factor(w_div)
+        w_int = (weights * flip[:, None, None, None] * factor).astype(np.int8)
+        w_scale = alpha_w / (w_div * factor) * np.abs(bn_scale)
         x = self.g.op("DequantizeLinear", [codes, self.g.const("a_scale", np.float32(a_scale)),
                                            self.g.const("a_zero", np.uint8(0))])
         w = self.g.op("DequantizeLinear", [self.g.const(f"{name}.w", w_int),

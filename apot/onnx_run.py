@@ -132,10 +132,15 @@ class OnnxModel:
     """An ONNX Runtime CPU session called like a torch model (logits of normalized images),
     timing its own runs."""
 
-    def __init__(self, path: Path, threads: int | None):
+    def __init__(self, path: Path, threads: int | None, spinning: bool = True):
+        """``spinning=False``: the runtime's worker threads sleep as soon as a run ends instead
+        of spinning for the next one (several sessions taking turns, as in bench/onnx.py,
+        would otherwise steal each other's cores)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         if threads:

@@ -11,8 +11,10 @@ time does not depend on the weights):
   * onnx_fp32: the FP32 model through the same exporter (--onnx-form float);
   * torch_fp32: the same FP32 model in torch.
 Each runs a batch of 100 and a batch of 1 of 32x32 images, all models interleaved round by
-round in one process, ``--threads`` threads each (ONNX Runtime's intra-op pool, torch's
-threads); the median per model and batch is its time. ``--profile`` adds ONNX Runtime's
+round in one process, ``--threads`` threads each (ONNX Runtime's intra-op pool, without
+spinning between runs so that sessions taking turns do not steal each other's cores; torch's
+threads, passive between runs for the same reason); the median per model and batch is its
+time. ``--profile`` adds ONNX Runtime's
 profile of apot_int8 (time per operator type). The last line is exactly
 
     apot_int8_fp32_ratio=A uniform_int8_fp32_ratio=U apot_int8_torch_fp32_ratio=T batch1_apot_int8_fp32_ratio=B integer_convs=N
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -33,6 +36,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+# torch's OpenMP threads spin after each parallel region by default, stealing the cores ONNX
+# Runtime's next run needs: make them wait passively (read when torch loads, so set first).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Run as a script, this file's folder comes first on the path and its name would shadow the
 # onnx package itself.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -110,7 +116,7 @@ def main() -> None:
         for name, graph in graphs.items():
             path = Path(folder) / f"{name}.onnx"
             path.write_bytes(graph.SerializeToString())
-            models[name] = OnnxModel(path, args.threads)
+            models[name] = OnnxModel(path, args.threads, spinning=False)
         if args.profile:
             print("apot_int8 profile (ms per batch of 100 by operator):",
                   profile(Path(folder) / "apot_int8.onnx", args.threads, batches[100].numpy()))

@@ -13,7 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 from apot.cli import main
 from apot.errors import UserError
 from apot.onnx_export import (FLOAT_FORM, FORMS, Exporter, Graph, build_onnx, folded_bn,
-                              lookup_table)
+                              lookup_table, qdq_activation_factor,
+                              qdq_weight_factor)
 from apot.onnx_run import OnnxModel, read_onnx, write_onnx
 from apot.quant.integer import activation_codes, shift_add_conv2d, weight_terms
 from apot.quant.modules import QuantConv2d
@@ -64,11 +65,13 @@ def test_weights_are_the_packed_files_integers(form, scheme, bits):
         weights = stored[f"{name}.w"]
         assert weights.dtype == np.int8 and weights.shape == tuple(layer.weight.shape)
         sign = 1
-        if form == "qdq":  # channels with a negative batch-norm scale are stored negated
+        if form == "qdq":  # times a common factor; channels with a negative batch-norm scale
+            # are stored negated
             sign = np.where(folded_bn(model.get_submodule(name.replace("conv", "bn")
                                                           .replace("downsample.0",
                                                                    "downsample.1")),
                                       layer.out_channels)[0] < 0, -1, 1)[:, None, None, None]
+            sign = sign * qdq_weight_factor(table.divisor)
         assert np.array_equal(weights, (codes.reshape(weights.shape) * sign).astype(np.int8))
 
 
@@ -82,11 +85,12 @@ def test_the_projection_gives_the_checkpoints_level_codes(scheme, bits):
     codes = set(code_table(scheme, bits, 2).codes)
     assert set(table.tolist()) <= codes and table[0] == 0 and table[255] == max(codes)
     grid = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
+    factor = qdq_activation_factor(max(codes))  # the qdq form's codes: times this factor
     for projection in ("steps", "gather"):
         exporter = Exporter(model, "qdq", projection=projection)
         out = exporter.lookup("grid", layer)
         assert np.array_equal(run_piece(exporter.g, "grid", TensorProto.UINT8, grid, out),
-                              table.reshape(grid.shape))
+                              table.reshape(grid.shape).astype(np.int64) * factor)
     x = torch.relu(torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(4))) * 3
     exporter = Exporter(model, "integer")
     out = exporter.codes_from_float("x", name, layer)
@@ -148,10 +152,11 @@ def with_measured_batch_norm(model):
     return model.eval()
 
 
-def test_the_qdq_form_is_close_and_the_float_form_is_the_unquantized_network():
+@pytest.mark.parametrize("bits", [4, 2])
+def test_the_qdq_form_is_close_and_the_float_form_is_the_unquantized_network(bits):
     """8-bit requantization moves the qdq form's logits a little; the float form (activations
     not quantized, no QuantizeLinear, no ConvInteger) moves them much more."""
-    model = with_measured_batch_norm(randomized_model(4, APOT))
+    model = with_measured_batch_norm(randomized_model(bits, APOT))
     with torch.no_grad():
         expected = model(IMAGES).numpy()
     float_graph = build_onnx(model, FLOAT_FORM, 32, {})
@@ -159,6 +164,30 @@ def test_the_qdq_form_is_close_and_the_float_form_is_the_unquantized_network():
     qdq_error = np.abs(logits(build_onnx(model, "qdq", 32, {})) - expected).mean()
     float_error = np.abs(logits(float_graph) - expected).mean()
     assert 0 < qdq_error < 0.5 * float_error, (qdq_error, float_error)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_the_qdq_bias_is_batch_norms_shift_to_within_half_an_output_step(bits):
+    """The int32 bias comes in units of input scale x weight scale; with the bare codes a unit
+    is a whole 2-bit weight level, dozens of output grid steps (alpha / 255 of the quantizer
+    the output feeds). The weights' common factor makes it fine enough."""
+    model = randomized_model(bits, APOT)
+    graph = build_onnx(model, "qdq", 32, {})
+    values = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
+    made_by = {n.output[0]: n for n in graph.graph.node}
+    checked = 0
+    for node in graph.graph.node:
+        prefix = node.name.rsplit(".conv_", 1)[0]
+        if node.op_type != "Conv" or not prefix.endswith(".conv1"):
+            continue
+        block = model.get_submodule(prefix.rsplit(".", 1)[0])
+        bias = made_by[node.input[2]]
+        dequantized = values[bias.input[0]] * values[bias.input[1]].astype(np.float64)
+        shift = folded_bn(block.bn1, block.conv1.out_channels)[1]
+        step = float(block.conv2.act_quantizer.alpha.detach()) / 255
+        assert np.abs(dequantized - shift).max() < 0.5 * step, prefix
+        checked += 1
+    assert checked == 9
 
 
 def test_onnx_runtime_runs_every_quantized_conv_on_integers(apot4, tmp_path):
