@@ -76,11 +76,13 @@ def float_model(authors: Path) -> torch.nn.Module:
 
 
 def profile(path: Path, threads: int, x: np.ndarray) -> dict[str, float]:
-    """ONNX Runtime's own profile of ``path``: milliseconds per batch by operator type."""
+    """ONNX Runtime's own profile of ``path``: milliseconds per batch by operator type (its
+    trace file is written beside ``path``, in the bench's temporary folder)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix(""))
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     runs = 5
