@@ -446,7 +446,7 @@ def build_onnx(model: nn.Module, form: str, input_size: int, metadata: dict[str,
                         "--onnx-form float exports it in float32")
     classes = model.fc.out_features
     graph = helper.make_graph(
-        exporter.g.nodes, "apot",
+        exporter.g.nodes, "quantized_network",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", 3, input_size,
                                                                   input_size])],
         [helper.make_tensor_value_info(logits, TensorProto.FLOAT, ["N", classes])],
