@@ -44,6 +44,7 @@ from .quant.functional import normalize_weight
 from .quant.modules import EightBitConv2d, EightBitLinear, QuantConv2d
 from .quant.packed import EIGHT_BIT_STEPS, code_table, weight_alpha, weight_codes
 from .quant.packing import split_sign_magnitude
+from .quant.schemes import INT8_WEIGHT_MAX, UINT8_CODE_MAX, integer_range_problem
 
 FORMS = ("qdq", "integer")
 # the same network in float32 (quantized convs with their quantized weights, activations not
@@ -55,7 +56,7 @@ INPUT, OUTPUT = "images", "logits"
 # where a requantized convolution output feeds the float residual stream, its 8-bit grid
 # spans batch norm's mean +- this many standard deviations (per channel, the widest channel)
 OUTPUT_RANGE_SIGMAS = 6.0
-WEIGHT_CODE_MAX, ACTIVATION_CODE_MAX = 127, 255   # int8 weights, uint8 activations
+WEIGHT_CODE_MAX, ACTIVATION_CODE_MAX = INT8_WEIGHT_MAX, UINT8_CODE_MAX
 LOOKUP_STEPS = 255            # qdq grid of a non-uniform activation quantizer's input
 # how the qdq form maps that grid to level codes: "steps", a sum of uint8 clips (fast), or
 # "gather", a 256-entry table read with Gather (bench/onnx.py measures both)
@@ -112,15 +113,10 @@ def signed_weight_codes(layer: QuantConv2d) -> tuple[np.ndarray, int]:
 def check_integer_range(name: str, layer: QuantConv2d) -> None:
     """Refuse (UserError) a layer whose level codes do not fit int8 weights / uint8 codes."""
     q = layer.weight_quantizer
-    weight = code_table(q.scheme, q.bits - 1, q.k).divisor
-    a = layer.act_quantizer
-    activation = code_table(a.scheme, a.bits, a.k).divisor
-    for what, top, limit, kind in (("weights", weight, WEIGHT_CODE_MAX, "int8"),
-                                   ("activations", activation, ACTIVATION_CODE_MAX, "uint8")):
-        if top > limit:
-            raise UserError(f"layer {name}: {q.bits}-bit {q.scheme} {what} need integers up to "
-                            f"{top}, beyond {kind} (at most {limit}); ONNX export covers level "
-                            f"sets that fit 8-bit integers")
+    problem = integer_range_problem(q.scheme, q.bits, q.k)
+    if problem:
+        raise UserError(f"layer {name}: {problem}; ONNX export covers level sets that fit "
+                        f"8-bit integers")
 
 
 def qdq_weight_factor(divisor: int) -> int:

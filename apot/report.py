@@ -20,7 +20,8 @@ from .layout import write_text_atomic
 from .claims import VERDICTS, claims_document, group_index
 from .errors import UserError
 from .quant.levels import apot_terms
-from .quant.schemes import APOT, FLOAT, FLOAT_BITS, POT, REGISTRY, UNIFORM, scheme_names
+from .quant.schemes import (APOT, FLOAT, FLOAT_BITS, POT, REGISTRY, UNIFORM,
+                            integer_range_problem, scheme_names)
 from .study import SCRATCH, start_label
 from .summary import group_fixops
 
@@ -404,6 +405,19 @@ def onnx_rows(summary: dict) -> list[dict]:
     return rows
 
 
+def onnx_skipped(summary: dict) -> list[str]:
+    """The completed quantized steps not exported to ONNX, each with the integers its level
+    sets would need (apot.quant.schemes.integer_range_problem)."""
+    skipped = {}
+    for run in summary["runs"]:
+        if run["status"] != "done" or run["scheme"] == FLOAT or run.get("onnx"):
+            continue
+        problem = integer_range_problem(run["scheme"], run["bits"], run.get("k", 2))
+        if problem:
+            skipped[_chain_step(run)] = problem
+    return [f"{step} ({problem})" for step, problem in sorted(skipped.items())]
+
+
 def onnx_speed(rows: list[dict]) -> list[dict]:
     """onnx_rows by architecture, scheme and bits: mean images/s in int8 and float32, the
     mean of each run's speedup (measured interleaved with its float32 twin), FixOPs per
@@ -478,6 +492,7 @@ def report_context(summary: dict, claims: dict | None = None) -> dict:
             "packed": packed_rows(summary),
             "onnx": (onnx := onnx_rows(summary)), "onnx_speed": (speed := onnx_speed(onnx)),
             "onnx_where": sorted({w for row in speed for w in row["where"]}),
+            "onnx_skipped": onnx_skipped(summary),
             "css": (TEMPLATES / "report.css").read_text(),
             "config_yaml": yaml.safe_dump({"preset": summary["preset"], **{
                 k: v for k, v in summary["config"].items() if k not in ("presets", "preset")},

@@ -11,7 +11,7 @@ from apot.errors import UserError
 from apot.integrity import check_onnx, check_packed, check_prepared
 from apot.layout import (METRICS, ONNX_MODEL, ONNX_RESULT, PACKED, PACKED_RESULT, RUN_COST,
                          ResultsLayout)
-from apot.quant.schemes import FLOAT, FLOAT_BITS, MODEL_BITS
+from apot.quant.schemes import FLOAT, FLOAT_BITS, MODEL_BITS, integer_range_problem
 from apot.sources import mirror_folder
 from apot.study import AUTHORS_BITS as AUTHORS_BITS_ALL
 from apot.study import (AUTHORS_ARCH, STUDY_ENV, authors_checkpoints, check_config,
@@ -36,6 +36,11 @@ except UserError as error:
 
 DATA_NAMES = sorted({run.data for run in RUNS.values()})
 QUANTIZED_RUNS = [path for path, run in RUNS.items() if run.scheme != FLOAT]
+# the quantized runs whose level sets fit int8 weights and uint8 codes: exported to ONNX
+# (the others, PoT from 4 bits, are listed in the report with the integers they would need)
+ONNX_RUNS = [path for path in QUANTIZED_RUNS
+             if integer_range_problem(RUNS[path].train["scheme"], RUNS[path].bits,
+                                      RUNS[path].train["k"]) is None]
 
 
 def path_pattern(paths):
@@ -45,6 +50,7 @@ def path_pattern(paths):
 
 FP32_PATTERN = path_pattern(p for p, run in RUNS.items() if run.scheme == FLOAT)
 QUANTIZED_PATTERN = path_pattern(QUANTIZED_RUNS)
+ONNX_PATTERN = path_pattern(ONNX_RUNS)
 # The authors' released CIFAR-10 ResNet-20 checkpoints: evaluated on the preset's prepared
 # "cifar10" dataset (else the first prepared CIFAR-10 one) when CIFAR-10 runs, and staged as a
 # chain's start where a study starts from them. Those found now count, and those already
@@ -227,7 +233,7 @@ def damaged_results():
         elif path in QUANTIZED_RUNS:
             if problems := check_packed(run_dir(path)):
                 found[run_packed_result(path)] = problems
-            if problems := check_onnx(run_dir(path)):
+            if path in ONNX_RUNS and (problems := check_onnx(run_dir(path))):
                 found[run_onnx_result(path)] = problems
     return found
 

@@ -29,7 +29,7 @@ rule export_packed:
 
 
 # The same weights as an ONNX model (apot export --format onnx, qdq form: ONNX Runtime's int8
-# kernels), checked in ONNX Runtime on the first 100 test images of each class of the run's
+# kernels) for every quantized run whose level sets fit 8-bit integers (ONNX_RUNS), checked in ONNX Runtime on the first 100 test images of each class of the run's
 # data: its top-1 beside the checkpoint's, the predictions that differ, and its images per
 # second against the same network in float32 (onnx.json; the report lists them).
 rule export_onnx:
@@ -42,7 +42,7 @@ rule export_onnx:
     params:
         settings=onnx_settings_of,
     wildcard_constraints:
-        run=QUANTIZED_PATTERN,
+        run=ONNX_PATTERN,
     log:
         LAYOUT.log("runs/{run}.onnx"),
     threads: 1

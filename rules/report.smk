@@ -12,7 +12,7 @@ rule summarize:
         study=STUDY_FILE,
         run_costs=[run_cost(path) for path in QUANTIZED_RUNS],
         packed=[run_packed_result(path) for path in QUANTIZED_RUNS],
-        onnx=[run_onnx_result(path) for path in QUANTIZED_RUNS],
+        onnx=[run_onnx_result(path) for path in ONNX_RUNS],
         authors=[authors_result(bits) for bits in AUTHORS_BITS],
     output:
         json=LAYOUT.summary("json"),

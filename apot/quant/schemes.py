@@ -155,3 +155,19 @@ def mean_terms(scheme: str, magnitude_bits: int, k: int = 2,
                usage: Sequence[float] | None = None) -> float:
     """Expected number of power-of-two terms of a magnitude code (see term_distribution)."""
     return sum(p * t for t, p in term_distribution(scheme, magnitude_bits, k, usage).items())
+
+
+# An integer runtime's widths: signed 8-bit weights, unsigned 8-bit activation codes.
+INT8_WEIGHT_MAX, UINT8_CODE_MAX = 127, 255
+
+
+def integer_range_problem(scheme: str, bits: int, k: int = 2) -> str | None:
+    """Why a ``bits``-bit ``scheme`` model's codes do not fit int8 weights and uint8 activation
+    codes (what ONNX export needs), or None when they do."""
+    for what, magnitude_bits, limit, kind in (("weights", bits - 1, INT8_WEIGHT_MAX, "int8"),
+                                              ("activations", bits, UINT8_CODE_MAX, "uint8")):
+        top = level_codes(scheme, magnitude_bits, k)[-1].code
+        if top > limit:
+            return (f"{bits}-bit {scheme} {what} need integers up to {top}, beyond {kind} "
+                    f"(at most {limit})")
+    return None

@@ -2,6 +2,7 @@
 apot eval --onnx): the integers in the graph, both forms against the fake-quantized model, the
 integer kernels ONNX Runtime runs, refusals and hostile files."""
 import json
+import re
 
 import numpy as np
 import onnx
@@ -273,3 +274,16 @@ def test_read_onnx_refuses_weights_kept_outside_the_file(apot4, tmp_path):
               all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
     with pytest.raises(UserError, match="keeps its data outside the file"):
         read_onnx(tmp_path / "outside.onnx")
+
+
+def test_the_integer_range_rule_is_the_one_the_workflow_and_the_exporter_apply():
+    """The workflow exports exactly the runs whose level sets fit (apot.quant.schemes), and the
+    exporter refuses the others with the same words."""
+    from apot.quant.schemes import integer_range_problem
+    fits = {(s, b): integer_range_problem(s, b) is None
+            for s in (APOT, POT, UNIFORM) for b in range(2, 9)}
+    assert [b for b in range(2, 9) if fits[(POT, b)]] == [2, 3]
+    assert [b for b in range(2, 9) if fits[(APOT, b)]] == [2, 3, 4, 5]
+    assert all(fits[(UNIFORM, b)] for b in range(2, 9))
+    with pytest.raises(UserError, match=re.escape(integer_range_problem(POT, 4))):
+        build_onnx(randomized_model(4, POT), "integer", 32, {})
