@@ -228,16 +228,23 @@ def _onnx_source(args: argparse.Namespace, threads: int, device) -> tuple:
         "quantized_convs": int(meta["quantized_convs"])}
 
 
+def _verify_batches(args: argparse.Namespace) -> tuple:
+    """(batches on the CPU, dataset name) of an export's check: --verify-data's test split,
+    --verify-limit-per-class images of each class."""
+    checks = argparse.Namespace(data=args.verify_data, arch=args.arch, dataset=None,
+                                split="test", batch_size=100,
+                                limit_per_class=args.verify_limit_per_class)
+    batches, _, dataset = _eval_batches(checks, torch.device("cpu"))
+    return batches, dataset
+
+
 def _verify_packed(args: argparse.Namespace, model) -> dict:
     """The checkpoint's model against the packed file just written, on the same test batches
     (levels arithmetic: the logits should not differ at all)."""
     from .evaluate import compare
     from .packed_file import load_packed
     packed, _ = load_packed(args.out)
-    checks = argparse.Namespace(data=args.verify_data, arch=args.arch, dataset=None,
-                                split="test", batch_size=100,
-                                limit_per_class=args.verify_limit_per_class)
-    batches, _, dataset = _eval_batches(checks, torch.device("cpu"))
+    batches, dataset = _verify_batches(args)
     return {"data": str(args.verify_data), "dataset": dataset,
             "limit_per_class": args.verify_limit_per_class, **compare(model, packed, batches)}
 
@@ -285,10 +292,7 @@ def _verify_onnx(args: argparse.Namespace, model, threads: int) -> dict:
     """The checkpoint's model against the ONNX file just written, in ONNX Runtime on the same
     test images, and the same network in float32 (--onnx-form float) timed on them."""
     from .onnx_run import compare_onnx
-    checks = argparse.Namespace(data=args.verify_data, arch=args.arch, dataset=None,
-                                split="test", batch_size=100,
-                                limit_per_class=args.verify_limit_per_class)
-    batches, _, dataset = _eval_batches(checks, torch.device("cpu"))
+    batches, dataset = _verify_batches(args)
     return {"data": str(args.verify_data), "dataset": dataset,
             "limit_per_class": args.verify_limit_per_class,
             **compare_onnx(model, args.out, list(batches), threads, ARCHS[args.arch][2])}
