@@ -40,7 +40,6 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .quant.functional import normalize_weight
 from .quant.modules import EightBitConv2d, EightBitLinear, QuantConv2d
 from .quant.packed import EIGHT_BIT_STEPS, code_table, weight_alpha, weight_codes
 from .quant.packing import split_sign_magnitude
@@ -56,7 +55,6 @@ INPUT, OUTPUT = "images", "logits"
 # where a requantized convolution output feeds the float residual stream, its 8-bit grid
 # spans batch norm's mean +- this many standard deviations (per channel, the widest channel)
 OUTPUT_RANGE_SIGMAS = 6.0
-WEIGHT_CODE_MAX, ACTIVATION_CODE_MAX = INT8_WEIGHT_MAX, UINT8_CODE_MAX
 LOOKUP_STEPS = 255            # qdq grid of a non-uniform activation quantizer's input
 # how the qdq form maps that grid to level codes: "steps", a sum of uint8 clips (fast), or
 # "gather", a 256-entry table read with Gather (bench/onnx.py measures both)
@@ -122,13 +120,13 @@ def check_integer_range(name: str, layer: QuantConv2d) -> None:
 def qdq_weight_factor(divisor: int) -> int:
     """The factor the qdq form stores a layer's weight codes with: the largest that keeps
     them int8 (codes up to ``divisor``)."""
-    return WEIGHT_CODE_MAX // divisor
+    return INT8_WEIGHT_MAX // divisor
 
 
 def qdq_activation_factor(divisor: int) -> int:
     """The factor the qdq form stores a layer's activation codes with (codes up to
     ``divisor``): the largest that keeps them uint8, for the same reason as the weights'."""
-    return ACTIVATION_CODE_MAX // divisor
+    return UINT8_CODE_MAX // divisor
 
 
 def activation_alpha(name: str, layer: QuantConv2d) -> float:
@@ -195,7 +193,7 @@ class Exporter:
         return self.lookup(q, layer)
 
     def clip_codes(self, q: str, top: int) -> str:
-        if top >= ACTIVATION_CODE_MAX:
+        if top >= UINT8_CODE_MAX:
             return q
         return self.g.op("Clip", [q, self.g.const("lo", np.uint8(0)),
                                   self.g.const("hi", np.uint8(top))], stem="clip_codes")
@@ -309,7 +307,7 @@ class Exporter:
             next_name, next_layer = after["next"]
             y = self.g.op("Relu", [y])
             return self.codes_from_float(y, next_name, next_layer)  # Q after Relu: fused
-        low, high = self.output_range(bn_scale, bn_shift, bn)
+        low, high = self.output_range(bn)
         scale = np.float32((high - low) / 255.0)
         zero = np.uint8(np.clip(round(-low / float(scale)), 0, 255))
         q = self.g.op("QuantizeLinear", [y, self.g.const("y_scale", scale),
@@ -317,7 +315,7 @@ class Exporter:
         return self.g.op("DequantizeLinear", [q, self.g.const("y_scale", scale),
                                               self.g.const("y_zero", zero)])
 
-    def output_range(self, bn_scale, bn_shift, bn) -> tuple[float, float]:
+    def output_range(self, bn) -> tuple[float, float]:
         """The 8-bit grid's range of a batch-normed output: per channel beta +- sigmas *
         |gamma| (the output's mean and spread in training), widest channel; includes 0."""
         if bn is None or bn.weight is None:
