@@ -38,3 +38,11 @@ def os_error_message(exc: OSError) -> str:
 
 def _folder_exists(filename) -> bool:
     return os.path.isdir(os.path.dirname(os.path.abspath(os.fsdecode(filename))))
+
+
+def first_line(exc: Exception, limit: int | None = None) -> str:
+    """The first line of an exception's message (at most ``limit`` characters), or its type
+    when it has none: for messages quoted inside a one-line error."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if limit is None else line[:limit]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .onnx_export import INPUT, METADATA_PREFIX, OUTPUT
 
 MAX_ONNX_BYTES = 1 << 30     # a ResNet-50 in float32 is about 100 MB
@@ -51,7 +51,7 @@ def read_onnx(path: Path):
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, OSError) as exc:
-        raise UserError(f"{path}: not a readable ONNX model ({_first_line(exc)}): truncated or "
+        raise UserError(f"{path}: not a readable ONNX model ({first_line(exc, 200)}): truncated or "
                         f"another format; {FIX}") from None
     meta = {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props
             if p.key.startswith(METADATA_PREFIX)}
@@ -64,7 +64,7 @@ def read_onnx(path: Path):
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise UserError(f"{path}: the ONNX checker refuses it ({_first_line(exc)}); "
+        raise UserError(f"{path}: the ONNX checker refuses it ({first_line(exc, 200)}); "
                         f"{FIX}") from None
     return model, meta
 
@@ -119,15 +119,6 @@ def _external_problem(model) -> str | None:
     return None
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
-def input_size(model) -> int:
-    return model.graph.input[0].type.tensor_type.shape.dim[2].dim_value
-
-
 class OnnxModel:
     """An ONNX Runtime CPU session called like a torch model (logits of normalized images),
     timing its own runs."""
@@ -153,7 +144,7 @@ class OnnxModel:
                 self.session = ort.InferenceSession(str(path), options,
                                                     providers=["CPUExecutionProvider"])
             except Exception as exc:  # ORT raises its own exception types
-                raise UserError(f"{path}: ONNX Runtime cannot load it ({_first_line(exc)}); "
+                raise UserError(f"{path}: ONNX Runtime cannot load it ({first_line(exc, 200)}); "
                                 f"{FIX}") from None
             self.integer_convs, self.optimized_ops = count_integer_convs(optimized)
         self.seconds = 0.0

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .layout import file_sha256, write_bytes_atomic
 from .quant.convert import FIRST_LAST_POLICIES
 from .quant.levels import MAX_BITS, check_k
@@ -220,7 +220,7 @@ def parse_json(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:  # JSONDecodeError, or an integer of over 4300 digits
-        return f"is not JSON ({_first_line(exc)})"
+        return f"is not JSON ({first_line(exc)})"
 
 
 # A JSON string (escapes skipped whole; an unterminated one runs to the end, so no input
@@ -551,8 +551,3 @@ def load_packed(path: Path, arithmetic: str = "levels") -> tuple[nn.Module, dict
     except ValueError as exc:
         raise refusal(path, str(exc)) from None
     return model, header
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
