@@ -15,9 +15,14 @@ bias. Two forms (``FORMS``):
   model never does: where the output feeds the next activation quantizer directly (a block's
   first convolution), the requantization *is* that quantizer's grid (alpha / D for uniform
   levels: exact up to float rounding; alpha / 255 and a 256-entry lookup to the level codes for
-  non-uniform ones); where it feeds the float residual stream (a block's last convolution, a
+  non-uniform ones); where it feeds the residual addition (a block's last convolution, a
   shortcut projection), it is an 8-bit grid over the range batch norm's statistics give
-  (``OUTPUT_RANGE_SIGMAS``): an approximation, measured by ``apot eval --onnx``.
+  (``OUTPUT_RANGE_SIGMAS``). The residual stream itself (each block's output) is uint8 too
+  (``Stream``), over a range from batch norm's statistics carried through the shortcuts, so
+  that the runtime adds in integers (QLinearAdd) and requantizes a block's output to the next
+  quantizer's grid in integers: float residual additions cost it transposes and
+  (de)quantizations around every block. Both are approximations, measured by ``apot eval
+  --onnx``.
 * ``integer``: ConvInteger on the same integers (exact int32 sums), then the fake-quantized
   model's float epilogue (scale, batch norm, residual, ReLU) and its activation quantizer in
   float32 with the projection's own decision thresholds: the checkpoint's top-1.
@@ -63,6 +68,17 @@ METADATA_PREFIX = "apot."
 
 
 @dataclass
+class Stream:
+    """The qdq form's residual stream: a block output as uint8 (zero point 0, which is the
+    block's ReLU) of ``scale``, and its per-channel mean and variance (float64 (C,)) as batch
+    norm's statistics give them, which set the next block output's range."""
+    q: str
+    scale: float
+    mean: np.ndarray
+    var: np.ndarray
+
+
+@dataclass
 class Graph:
     """Nodes and initializers of the graph being built, with unique names."""
     nodes: list
@@ -76,7 +92,9 @@ class Graph:
     def const(self, stem: str, value: np.ndarray) -> str:
         from onnx import numpy_helper
         name = self.name(stem)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        # np.array keeps a 0-d scale 0-d (ascontiguousarray makes it shape (1,)): ONNX Runtime
+        # fuses DequantizeLinear / QuantizeLinear around an Add only with scalar scales
+        self.initializers.append(numpy_helper.from_array(np.array(value, order="C"), name))
         return name
 
     def op(self, op_type: str, inputs: list[str], stem: str | None = None, **attrs) -> str:
@@ -115,6 +133,14 @@ def check_integer_range(name: str, layer: QuantConv2d) -> None:
     if problem:
         raise UserError(f"layer {name}: {problem}; ONNX export covers level sets that fit "
                         f"8-bit integers")
+
+
+def bn_moments(bn: nn.BatchNorm2d | None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, variance) float64 (C,) of a batch-normed output as training leaves it: beta and
+    gamma squared. The qdq form's 8-bit ranges come from them (the exporter has no data)."""
+    if bn is None or bn.weight is None:
+        raise UserError("ONNX qdq export needs batch norm after each block's convolutions")
+    return bn.bias.detach().double().numpy(), bn.weight.detach().double().numpy() ** 2
 
 
 def qdq_weight_factor(divisor: int) -> int:
@@ -181,16 +207,63 @@ class Exporter:
         table = code_table(a.scheme, a.bits, a.k)
         if self.form == "integer":
             return self._exact_codes(x, alpha, layer, table)
-        if a.projector.rounds:
-            q = self.g.op("QuantizeLinear", [x, self.g.const("a_scale", np.float32(
-                alpha / table.divisor)), self.g.const("a_zero", np.uint8(0))])
-            codes = self.clip_codes(q, table.divisor)
-            factor = qdq_activation_factor(table.divisor)
-            return codes if factor == 1 else self.g.op(
-                "Mul", [codes, self.g.const("code_factor", np.uint8(factor))], stem="codes")
         q = self.g.op("QuantizeLinear", [x, self.g.const("a_scale", np.float32(
-            alpha / LOOKUP_STEPS)), self.g.const("a_zero", np.uint8(0))])
-        return self.lookup(q, layer)
+            self.grid_step(alpha, layer))), self.g.const("a_zero", np.uint8(0))])
+        return self.codes_from_grid(q, layer)
+
+    def codes_from_stream(self, x: "str | Stream", name: str, layer: QuantConv2d) -> str:
+        """uint8 activation codes for ``layer`` of the residual stream ``x`` (a float tensor
+        in the integer and float forms): DequantizeLinear of ``x`` plus DequantizeLinear of a
+        uint8 zero, quantized to the quantizer's grid, which ONNX Runtime fuses into one
+        QLinearAdd: the requantization stays in integers, channels-last."""
+        if not isinstance(x, Stream):
+            return self.codes_from_float(x, name, layer)
+        zero = self.g.op("DequantizeLinear", [self.g.const("zero", np.uint8(0)),
+                                              self.g.const("zero_scale", np.float32(1.0)),
+                                              self.g.const("zero_zero", np.uint8(0))])
+        step = self.grid_step(activation_alpha(name, layer), layer)
+        q = self.g.op("QuantizeLinear", [self.g.op("Add", [self.stream_float(x), zero]),
+                                         self.g.const("a_scale", np.float32(step)),
+                                         self.g.const("a_zero", np.uint8(0))])
+        return self.codes_from_grid(q, layer)
+
+    @staticmethod
+    def grid_step(alpha: float, layer: QuantConv2d) -> float:
+        """The qdq grid a quantizer's input is rounded to: its own levels' step alpha / D
+        (uniform levels), or alpha / LOOKUP_STEPS for the lookup of non-uniform ones."""
+        a = layer.act_quantizer
+        if a.projector.rounds:
+            return alpha / code_table(a.scheme, a.bits, a.k).divisor
+        return alpha / LOOKUP_STEPS
+
+    def codes_from_grid(self, q: str, layer: QuantConv2d) -> str:
+        """The level codes (times qdq_activation_factor) of uint8 grid values ``q``."""
+        a = layer.act_quantizer
+        if not a.projector.rounds:
+            return self.lookup(q, layer)
+        divisor = code_table(a.scheme, a.bits, a.k).divisor
+        codes = self.clip_codes(q, divisor)
+        factor = qdq_activation_factor(divisor)
+        return codes if factor == 1 else self.g.op(
+            "Mul", [codes, self.g.const("code_factor", np.uint8(factor))], stem="codes")
+
+    # the residual stream (qdq form) ----------------------------------------------------
+    def stream_float(self, x: "str | Stream") -> str:
+        """``x`` as float: a DequantizeLinear of its own per consumer (the QDQ convention)."""
+        if not isinstance(x, Stream):
+            return x
+        return self.g.op("DequantizeLinear", [x.q, self.g.const("stream_scale",
+                                                                np.float32(x.scale)),
+                                              self.g.const("stream_zero", np.uint8(0))])
+
+    def to_stream(self, total: str, mean: np.ndarray, var: np.ndarray) -> Stream:
+        """The block output ReLU(``total``) as uint8 over [0, widest channel's mean +
+        sigmas * std]; no Relu node: the uint8 zero point 0 clips at 0 as ReLU does."""
+        high = max(1e-6, float((mean + self.sigmas * np.sqrt(var)).max()))
+        scale = np.float32(high / 255.0)
+        q = self.g.op("QuantizeLinear", [total, self.g.const("stream_scale", scale),
+                                         self.g.const("stream_zero", np.uint8(0))])
+        return Stream(q, float(scale), mean, var)
 
     def clip_codes(self, q: str, top: int) -> str:
         if top >= UINT8_CODE_MAX:
@@ -318,11 +391,9 @@ class Exporter:
     def output_range(self, bn) -> tuple[float, float]:
         """The 8-bit grid's range of a batch-normed output: per channel beta +- sigmas *
         |gamma| (the output's mean and spread in training), widest channel; includes 0."""
-        if bn is None or bn.weight is None:
-            raise UserError("ONNX qdq export needs batch norm after each block's last conv")
-        beta = bn.bias.detach().double().numpy()
-        spread = self.sigmas * np.abs(bn.weight.detach().double().numpy())
-        return min(0.0, float((beta - spread).min())), max(1e-6, float((beta + spread).max()))
+        mean, var = bn_moments(bn)
+        spread = self.sigmas * np.sqrt(var)
+        return min(0.0, float((mean - spread).min())), max(1e-6, float((mean + spread).max()))
 
     def _integer_conv(self, codes: str, name: str, w_int: np.ndarray, scale: np.ndarray,
                       shift: np.ndarray, attrs: dict, after: dict) -> str:
@@ -369,25 +440,28 @@ class Exporter:
         return self.g.op("Gemm", [x, w, self.g.const("fc_b", bias)], stem=OUTPUT, transB=1)
 
     # the network ------------------------------------------------------------------------
-    def block(self, x: str, prefix: str, block: nn.Module) -> str:
+    def block(self, x: "str | Stream", prefix: str, block: nn.Module) -> "str | Stream":
         """One residual block (BasicBlock: conv1, conv2; Bottleneck: conv1..conv3), input and
-        output float (after its ReLU)."""
+        output float (after its ReLU), or the uint8 Stream in the qdq form."""
         pairs = [(f"{prefix}.conv{i}", getattr(block, f"conv{i}"), getattr(block, f"bn{i}"))
                  for i in (1, 2, 3) if hasattr(block, f"conv{i}")]
-        shortcut = x
         if block.downsample is not None:
             conv, bn = block.downsample[0], block.downsample[1]
             shortcut = self.conv_to_float(x, f"{prefix}.downsample.0", conv, bn)
+            shortcut_moments = bn_moments(bn) if isinstance(x, Stream) else None
+        else:
+            shortcut = self.stream_float(x)
+            shortcut_moments = (np.maximum(x.mean, 0), x.var) if isinstance(x, Stream) else None
         out = x
         codes = None
         for i, (name, conv, bn) in enumerate(pairs):
             last = i == len(pairs) - 1
             if not isinstance(conv, QuantConv2d) or self.form == FLOAT_FORM:
-                out = self.float_conv(out, conv, bn)
+                out = self.float_conv(self.stream_float(out), conv, bn)
                 out = out if last else self.g.op("Relu", [out])
                 continue
             if codes is None:
-                codes = self.codes_from_float(out, name, conv)
+                codes = self.codes_from_stream(out, name, conv)
             if last:
                 out = self.quant_conv(codes, name, conv, bn, {"relu": False})
             else:
@@ -398,13 +472,17 @@ class Exporter:
                 else:  # a float conv follows: hand it floats
                     raise UserError(f"{name}: a quantized conv followed by a float conv is "
                                     f"not a model this project builds")
-        return self.g.op("Relu", [self.g.op("Add", [out, shortcut])])
+        total = self.g.op("Add", [out, shortcut])
+        if not isinstance(x, Stream):
+            return self.g.op("Relu", [total])
+        mean, var = bn_moments(pairs[-1][2])
+        return self.to_stream(total, mean + shortcut_moments[0], var + shortcut_moments[1])
 
-    def conv_to_float(self, x: str, name: str, conv: nn.Conv2d, bn) -> str:
+    def conv_to_float(self, x: "str | Stream", name: str, conv: nn.Conv2d, bn) -> str:
         if isinstance(conv, QuantConv2d) and self.form != FLOAT_FORM:
-            return self.quant_conv(self.codes_from_float(x, name, conv), name, conv, bn,
+            return self.quant_conv(self.codes_from_stream(x, name, conv), name, conv, bn,
                                    {"relu": False})
-        return self.float_conv(x, conv, bn)
+        return self.float_conv(self.stream_float(x), conv, bn)
 
     def network(self) -> str:
         m = self.model
@@ -412,10 +490,12 @@ class Exporter:
         if hasattr(m, "maxpool"):
             x = self.g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2],
                           pads=[1, 1, 1, 1])
+        if self.form == "qdq":
+            x = self.to_stream(x, *bn_moments(m.bn1))
         for stage in ("layer1", "layer2", "layer3", "layer4"):
             for i, block in enumerate(getattr(m, stage, [])):
                 x = self.block(x, f"{stage}.{i}", block)
-        x = self.g.op("Flatten", [self.g.op("GlobalAveragePool", [x])])
+        x = self.g.op("Flatten", [self.g.op("GlobalAveragePool", [self.stream_float(x)])])
         return self.linear(x, m.fc)
 
 

@@ -192,12 +192,19 @@ def test_the_qdq_bias_is_batch_norms_shift_to_within_half_an_output_step(bits):
 
 
 def test_onnx_runtime_runs_every_quantized_conv_on_integers(apot4, tmp_path):
-    counts = {}
+    """Every quantized conv runs on integers; in the qdq form so do the residual additions
+    (one per block) and the requantizations of the residual stream to the next quantizers'
+    grids (one per block and shortcut projection): ONNX Runtime fuses them into QLinearAdd
+    only when their scales are scalars, so a (1,)-shaped scale shows here."""
+    counts, models = {}, {}
     for form in (*FORMS, FLOAT_FORM):
         path = tmp_path / f"{form}.onnx"
         write_onnx(build_onnx(apot4, form, 32, {"form": form}), path)
-        counts[form] = OnnxModel(path, threads=1).integer_convs
+        models[form] = OnnxModel(path, threads=1)
+        counts[form] = models[form].integer_convs
     assert counts == {"qdq": QUANTIZED_CONVS, "integer": QUANTIZED_CONVS, FLOAT_FORM: 0}
+    blocks, projections = 9, 2
+    assert models["qdq"].optimized_ops.get("QLinearAdd") == 2 * blocks + projections
 
 
 @pytest.mark.parametrize("scheme,bits,layer,needs", [

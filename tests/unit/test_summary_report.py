@@ -84,6 +84,12 @@ def study(tmp_path):
     return {"config": config, "skipped": skipped,
             "data_sources": {"cifar10": "mirror: /m", "cifar100": None, "imagenet": None}}, results
 
+@pytest.fixture
+def html_only(monkeypatch):
+    """build_report without its PDF (WeasyPrint: about 3 s a report), for tests that read
+    only the HTML and the files beside it; two tests above read the PDF itself."""
+    monkeypatch.setattr("apot.report.write_pdf", lambda html_text, path: None)
+
 
 def test_summary_aggregates_seeds_and_computes_drops(study):
     spec, results = study
@@ -225,7 +231,7 @@ def cost_fixture(results: Path) -> Path:
     return path
 
 
-def test_report_cost_section_shows_paper_and_computed_figures(study, tmp_path):
+def test_report_cost_section_shows_paper_and_computed_figures(study, tmp_path, html_only):
     spec, results = study
     cost = json.loads(cost_fixture(results).read_text())
     summarize(spec, results, cost=results / "cost.json")
@@ -247,7 +253,7 @@ def test_report_cost_section_shows_paper_and_computed_figures(study, tmp_path):
     assert f"<td>{study_row['fixops'] / 1e6:,.1f}</td>" in section
 
 
-def test_report_says_when_cost_tables_are_missing(study, tmp_path):
+def test_report_says_when_cost_tables_are_missing(study, tmp_path, html_only):
     spec, results = study
     summarize(spec, results)
     build_report(results / "summary.json", tmp_path / "out")
@@ -255,7 +261,7 @@ def test_report_says_when_cost_tables_are_missing(study, tmp_path):
         tmp_path / "out" / "report.html").read_text()
 
 
-def test_run_cost_is_summarized_and_shown_per_run(study, tmp_path):
+def test_run_cost_is_summarized_and_shown_per_run(study, tmp_path, html_only):
     import torch
     from apot.cost import network_cost
     from apot.models import build_model
@@ -274,7 +280,7 @@ def test_run_cost_is_summarized_and_shown_per_run(study, tmp_path):
     assert f"{round(per_mac, 4):.3f} (2)" in (tmp_path / "out" / "report.html").read_text()
 
 
-def test_report_has_claims_and_figures_from_the_fixture(study, tmp_path):
+def test_report_has_claims_and_figures_from_the_fixture(study, tmp_path, html_only):
     spec, results = study
     cost_fixture(results)
     summarize(spec, results, cost=results / "cost.json")
@@ -308,7 +314,7 @@ def test_summary_csv_joins_accuracy_and_cost(study):
     assert rows[("apot", "4")]["best_top1_mean"] == "79.5" and rows[("apot", "4")]["best_top1_n"] == "2"
 
 
-def test_scheme_ablation_table_when_it_ran_and_when_it_did_not(study, tmp_path):
+def test_scheme_ablation_table_when_it_ran_and_when_it_did_not(study, tmp_path, html_only):
     spec, results = study
     summarize(spec, results)
     build_report(results / "summary.json", tmp_path / "plain")
@@ -335,7 +341,7 @@ def test_cited_authors_figures_are_those_of_the_data_readme():
         assert f"| {published:.2f} " in row, row
 
 
-def test_report_shows_the_authors_checkpoints_and_which_were_not_evaluated(study, tmp_path):
+def test_report_shows_the_authors_checkpoints_and_which_were_not_evaluated(study, tmp_path, html_only):
     spec, results = study
     (results / "authors").mkdir()
     (results / "authors" / "resnet20-w4.json").write_text(json.dumps({
@@ -351,7 +357,7 @@ def test_report_shows_the_authors_checkpoints_and_which_were_not_evaluated(study
     assert "not evaluated: checkpoint file not found" in table.split("FP32")[1]
 
 
-def test_provenance_says_where_runs_were_trained(study, tmp_path):
+def test_provenance_says_where_runs_were_trained(study, tmp_path, html_only):
     spec, results = study
     runs = sorted((results / "runs").rglob("metrics.json"))
     jobs = {0: [("node1", "7")], 1: [("node1", "8"), ("node2", "9")]}  # run 1 resumed in job 9
@@ -371,7 +377,7 @@ def test_provenance_says_where_runs_were_trained(study, tmp_path):
             "1 run resumed from a checkpoint by a later process") in html
 
 
-def test_report_writes_its_figures_and_tables_as_files_and_drops_stale_ones(study, tmp_path):
+def test_report_writes_its_figures_and_tables_as_files_and_drops_stale_ones(study, tmp_path, html_only):
     spec, results = study
     cost_fixture(results)
     summarize(spec, results, cost=results / "cost.json")
@@ -394,7 +400,7 @@ def test_report_writes_its_figures_and_tables_as_files_and_drops_stale_ones(stud
         f"{t}.csv" for t in ("table1", "table2", "table3", "table4")}  # nothing exported
 
 
-def test_packed_runs_are_summarized_and_listed(study, tmp_path):
+def test_packed_runs_are_summarized_and_listed(study, tmp_path, html_only):
     spec, results = study
     run = results / "runs/cifar10/resnet20/multistep/apot-w4/seed0"
     (run / "packed.json").write_text(json.dumps({
@@ -416,7 +422,7 @@ def test_packed_runs_are_summarized_and_listed(study, tmp_path):
                      "check_max_abs_logit_difference": "0.0", "check_limit_per_class": "10"}]
 
 
-def test_onnx_models_are_listed_and_their_speed_is_measured_beside_the_cost(study, tmp_path):
+def test_onnx_models_are_listed_and_their_speed_is_measured_beside_the_cost(study, tmp_path, html_only):
     spec, results = study
     checks = {0: (500.0, 400.0), 1: (700.0, 400.0)}  # seed: int8, float32 images/s
     for seed, (int8, float32) in checks.items():
