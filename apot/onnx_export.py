@@ -57,8 +57,9 @@ FLOAT_FORM = "float"
 ONNX_FORMS = (*FORMS, FLOAT_FORM)
 OPSET = 21                    # int16 DequantizeLinear (8-bit layers below -max(w)), per-axis
 INPUT, OUTPUT = "images", "logits"
-# where a requantized convolution output feeds the float residual stream, its 8-bit grid
-# spans batch norm's mean +- this many standard deviations (per channel, the widest channel)
+# where a requantized convolution output feeds a residual addition, its 8-bit grid spans batch
+# norm's mean +- this many standard deviations (per channel, the widest channel); the uint8
+# residual stream's grid spans [0, mean + this many standard deviations] of its sum
 OUTPUT_RANGE_SIGMAS = 6.0
 LOOKUP_STEPS = 255            # qdq grid of a non-uniform activation quantizer's input
 # how the qdq form maps that grid to level codes: "steps", a sum of uint8 clips (fast), or
@@ -336,7 +337,8 @@ class Exporter:
 
         ``after``: what the output feeds. {"relu": True, "next": (name, QuantConv2d)}: a ReLU
         and then that layer's activation quantizer (the output is its uint8 codes), or
-        {"relu": False}: the float residual stream (the output is float32)."""
+        {"relu": False}: a residual addition (the output is float32, dequantized from the
+        8-bit grid of ``output_range`` in the qdq form)."""
         weights, w_div = signed_weight_codes(layer)
         a = layer.act_quantizer
         a_div = code_table(a.scheme, a.bits, a.k).divisor
