@@ -450,10 +450,8 @@ class Exporter:
         if block.downsample is not None:
             conv, bn = block.downsample[0], block.downsample[1]
             shortcut = self.conv_to_float(x, f"{prefix}.downsample.0", conv, bn)
-            shortcut_moments = bn_moments(bn) if isinstance(x, Stream) else None
         else:
             shortcut = self.stream_float(x)
-            shortcut_moments = (np.maximum(x.mean, 0), x.var) if isinstance(x, Stream) else None
         out = x
         codes = None
         for i, (name, conv, bn) in enumerate(pairs):
@@ -477,8 +475,12 @@ class Exporter:
         total = self.g.op("Add", [out, shortcut])
         if not isinstance(x, Stream):
             return self.g.op("Relu", [total])
+        # the sum's moments: the last batch norm's plus the shortcut's (an identity passes the
+        # block input's on, its mean at least 0 after the ReLU)
         mean, var = bn_moments(pairs[-1][2])
-        return self.to_stream(total, mean + shortcut_moments[0], var + shortcut_moments[1])
+        passed = (bn_moments(block.downsample[1]) if block.downsample is not None
+                  else (np.maximum(x.mean, 0), x.var))
+        return self.to_stream(total, mean + passed[0], var + passed[1])
 
     def conv_to_float(self, x: "str | Stream", name: str, conv: nn.Conv2d, bn) -> str:
         if isinstance(conv, QuantConv2d) and self.form != FLOAT_FORM:
