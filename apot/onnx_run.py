@@ -20,6 +20,7 @@ from .errors import UserError, first_line
 from .onnx_export import INPUT, METADATA_PREFIX, OUTPUT
 
 MAX_ONNX_BYTES = 1 << 30     # a ResNet-50 in float32 is about 100 MB
+QUOTED_CHARS = 200            # of a library's message quoted in a one-line refusal
 # the operators that compute a convolution on integers, after ONNX Runtime's graph optimization
 INTEGER_CONV_OPS = ("QLinearConv", "NhwcQLinearConv", "ConvInteger")
 FIX = "re-export it with apot export --format onnx"
@@ -51,8 +52,9 @@ def read_onnx(path: Path):
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeWarning, ValueError, OSError) as exc:
-        raise UserError(f"{path}: not a readable ONNX model ({first_line(exc, 200)}): truncated or "
-                        f"another format; {FIX}") from None
+        why = first_line(exc, QUOTED_CHARS)
+        raise UserError(f"{path}: not a readable ONNX model ({why}): truncated or another "
+                        f"format; {FIX}") from None
     meta = {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props
             if p.key.startswith(METADATA_PREFIX)}
     if "form" not in meta or not model.graph.node:
@@ -64,8 +66,8 @@ def read_onnx(path: Path):
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise UserError(f"{path}: the ONNX checker refuses it ({first_line(exc, 200)}); "
-                        f"{FIX}") from None
+        why = first_line(exc, QUOTED_CHARS)
+        raise UserError(f"{path}: the ONNX checker refuses it ({why}); {FIX}") from None
     return model, meta
 
 
@@ -144,8 +146,8 @@ class OnnxModel:
                 self.session = ort.InferenceSession(str(path), options,
                                                     providers=["CPUExecutionProvider"])
             except Exception as exc:  # ORT raises its own exception types
-                raise UserError(f"{path}: ONNX Runtime cannot load it ({first_line(exc, 200)}); "
-                                f"{FIX}") from None
+                why = first_line(exc, QUOTED_CHARS)
+                raise UserError(f"{path}: ONNX Runtime cannot load it ({why}); {FIX}") from None
             self.integer_convs, self.optimized_ops = count_integer_convs(optimized)
         self.seconds = 0.0
 

@@ -74,11 +74,11 @@ def test_the_cluster_runs_jobs(cluster):
     assert host.split(".")[0] == cluster.node
 
 
-# What the SLURM run redoes of the session's smoke study: the last two steps of a chain (3 and
-# 2 bits, one after the other) and one evaluation of the authors' checkpoints. (train_fp32 runs
-# on the cluster in the scancel test below.)
+# What the SLURM run redoes of the session's smoke study: the last step of a chain (2 bits: one
+# training job, nothing after it but its exports) and one evaluation of the authors'
+# checkpoints. (train_fp32 runs on the cluster in the scancel test below.)
 CHAIN = "cifar10/resnet20/multistep"
-DROPPED = f"{CHAIN}/apot-w2"  # the end of a chain: one training job, nothing after it
+DROPPED = f"{CHAIN}/apot-w2"
 DROPPED_AUTHORS = "authors/resnet20-w2"
 
 

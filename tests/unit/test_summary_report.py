@@ -84,10 +84,11 @@ def study(tmp_path):
     return {"config": config, "skipped": skipped,
             "data_sources": {"cifar10": "mirror: /m", "cifar100": None, "imagenet": None}}, results
 
+
 @pytest.fixture
 def html_only(monkeypatch):
     """build_report without its PDF (WeasyPrint: about 3 s a report), for tests that read
-    only the HTML and the files beside it; two tests above read the PDF itself."""
+    only the HTML and the files beside it; the two that read the PDF itself render it."""
     monkeypatch.setattr("apot.report.write_pdf", lambda html_text, path: None)
 
 
@@ -341,7 +342,8 @@ def test_cited_authors_figures_are_those_of_the_data_readme():
         assert f"| {published:.2f} " in row, row
 
 
-def test_report_shows_the_authors_checkpoints_and_which_were_not_evaluated(study, tmp_path, html_only):
+def test_report_shows_the_authors_checkpoints_and_which_were_not_evaluated(study, tmp_path,
+                                                                           html_only):
     spec, results = study
     (results / "authors").mkdir()
     (results / "authors" / "resnet20-w4.json").write_text(json.dumps({
@@ -377,7 +379,8 @@ def test_provenance_says_where_runs_were_trained(study, tmp_path, html_only):
             "1 run resumed from a checkpoint by a later process") in html
 
 
-def test_report_writes_its_figures_and_tables_as_files_and_drops_stale_ones(study, tmp_path, html_only):
+def test_report_writes_its_figures_and_tables_as_files_and_drops_stale_ones(study, tmp_path,
+                                                                            html_only):
     spec, results = study
     cost_fixture(results)
     summarize(spec, results, cost=results / "cost.json")
@@ -422,7 +425,8 @@ def test_packed_runs_are_summarized_and_listed(study, tmp_path, html_only):
                      "check_max_abs_logit_difference": "0.0", "check_limit_per_class": "10"}]
 
 
-def test_onnx_models_are_listed_and_their_speed_is_measured_beside_the_cost(study, tmp_path, html_only):
+def test_onnx_models_are_listed_and_their_speed_is_measured_beside_the_cost(study, tmp_path,
+                                                                            html_only):
     spec, results = study
     checks = {0: (500.0, 400.0), 1: (700.0, 400.0)}  # seed: int8, float32 images/s
     for seed, (int8, float32) in checks.items():
