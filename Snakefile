@@ -1,11 +1,11 @@
 # apot-repro: the whole study as one DAG. This file only orchestrates: it loads and validates
-# config.yaml, expands the experiment matrix (apot.study) and includes the rules of each stage.
+# config.yaml, expands the experiment matrix (apot.workflow.study) and includes the rules of each stage.
 #   snakemake --cores 2                      # the default preset (quick)
 #   snakemake --cores 2 --config preset=smoke on_missing_data=skip
 #   snakemake --report report.zip --config preset=smoke on_missing_data=skip   # after a run
 from snakemake.utils import min_version, validate
 
-from apot.configfile import check_yaml
+from apot.workflow.configfile import check_yaml
 
 min_version("9.0")
 

@@ -8,7 +8,7 @@ imports this when it is parsed, and on a cluster every job parses it again.
       studies/<digest>.json           the resolved study of one invocation, named by its
                                       content (the Snakefile writes it; jobs read it)
       data/<name>/manifest.json       a prepared dataset (apot prepare-data)
-      runs/<run>/                     one training run (apot train; <run>: apot.study.run_path)
+      runs/<run>/                     one training run (apot train; <run>: apot.workflow.study.run_path)
         checkpoint.pt best.pt history.csv metrics.json cost.json packed.safetensors packed.json
         model.onnx onnx.json
       starts/<file>.pt                released models a warm chain starts from
@@ -27,7 +27,7 @@ from pathlib import Path
 
 # The files of one run folder. metrics.json is written last, when the run completes.
 CHECKPOINT, BEST, HISTORY, METRICS = "checkpoint.pt", "best.pt", "history.csv", "metrics.json"
-# Each image's predicted class at the best epoch (apot.predictions): what pairs two models' errors.
+# Each image's predicted class at the best epoch (apot.engine.predictions): what pairs two models' errors.
 PREDICTIONS = "predictions.npz"
 RUN_COST = "cost.json"
 # A quantized run's best weights as a packed model (apot export), and what the export printed.
@@ -37,7 +37,7 @@ ONNX_MODEL, ONNX_RESULT = "model.onnx", "onnx.json"
 # history.csv's columns: one row per completed epoch
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1",
                   "test_top5", "images_per_s", "epoch_seconds")
-# A new best.pt waits here until the checkpoint that records it is written (apot.train).
+# A new best.pt waits here until the checkpoint that records it is written (apot.engine.train).
 PENDING_BEST = ".best.pt.pending"
 MANIFEST = "manifest.json"  # a prepared dataset's
 # Study files are named by the first hex digits of their content's sha256: a file, once
@@ -90,7 +90,7 @@ class ResultsLayout:
 
     @property
     def claims(self) -> str:
-        """The verdicts as data (apot.claims), which the report renders."""
+        """The verdicts as data (apot.reporting.claims), which the report renders."""
         return f"{self.results}/claims.json"
 
     @property
@@ -134,7 +134,7 @@ class ResultsLayout:
         return f"{self.authors_dir}/resnet20-w{bits}.json"
 
     def authors_predictions(self, bits: int | str) -> str:
-        """The per-image test predictions of the authors' released model (apot.predictions)."""
+        """The per-image test predictions of the authors' released model (apot.engine.predictions)."""
         return f"{self.authors_dir}/resnet20-w{bits}.{PREDICTIONS}"
 
     @property
@@ -142,7 +142,7 @@ class ResultsLayout:
         return f"{self.results}/starts"
 
     def start(self, relative: str) -> str:
-        """A staged start, from its path relative to the results (apot.study.start_file:
+        """A staged start, from its path relative to the results (apot.workflow.study.start_file:
         starts/<file>)."""
         return f"{self.results}/{relative}"
 

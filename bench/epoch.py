@@ -2,7 +2,7 @@
 
 In one process, on one device (CPU by default, ``torch.set_num_threads(2)``), it times training
 steps fed by:
-  * ours: apot.loader.TensorLoader (uint8 tensors in memory, batched crop/flip/normalize);
+  * ours: apot.data.loader.TensorLoader (uint8 tensors in memory, batched crop/flip/normalize);
   * reference: the usual pipeline: a torchvision-style dataset of PIL images with
     RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize, DataLoader with
     2 worker processes, shuffled; its batches are converted to the channels-last layout that
@@ -33,10 +33,10 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
 
-from apot.datasets import CIFAR_MEAN, CIFAR_STD
-from apot.loader import TensorLoader
+from apot.data.datasets import CIFAR_MEAN, CIFAR_STD
+from apot.data.loader import TensorLoader
 from apot.models import build_model
-from apot.prepare import load_prepared, prepare_dataset
+from apot.data.prepare import load_prepared, prepare_dataset
 
 BATCH, EPOCH_IMAGES, BLOCK = 128, 50_000, 10
 

@@ -10,8 +10,8 @@ In one run, on one device (``--device cuda`` by default):
     4-bit ResNet-20 ``apot train`` processes started together; their last epochs' images per
     second, summed, against one job's alone;
   * ``paper_cifar_gpu_hours``: every epoch of the paper preset's CIFAR runs (config.yaml, via
-    apot.study) at the measured epoch times, divided by the best jobs-per-GPU gain
-    (apot.gpu_hours). The gain measured on ResNet-20 is applied to ResNet-56 too.
+    apot.workflow.study) at the measured epoch times, divided by the best jobs-per-GPU gain
+    (apot.workflow.gpu_hours). The gain measured on ResNet-20 is applied to ResNet-56 too.
 
 The last line is exactly
 ``fp32_epoch_s=<ResNet-20 FP32 training pass, s> apot_epoch_s=<4-bit APoT, s>
@@ -36,11 +36,11 @@ from pathlib import Path
 
 import yaml
 
-from apot.gpu_hours import (FLOAT_KIND, QUANTIZED_KIND, best_jobs_per_gpu, gpu_hours,
+from apot.workflow.gpu_hours import (FLOAT_KIND, QUANTIZED_KIND, best_jobs_per_gpu, gpu_hours,
                             planned_epochs)
 from apot.layout import BEST, HISTORY
 from apot.quant.schemes import FLOAT_BITS
-from apot.study import validate_config
+from apot.workflow.study import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

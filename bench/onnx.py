@@ -47,8 +47,8 @@ import numpy as np
 import torch
 
 from apot.models import build_model, load_model
-from apot.onnx_export import FLOAT_FORM, build_onnx
-from apot.onnx_run import OnnxModel
+from apot.deploy.onnx_export import FLOAT_FORM, build_onnx
+from apot.deploy.onnx_run import OnnxModel
 
 AUTHORS = Path(__file__).resolve().parents[2] / "shared" / "data" / "apot-authors-checkpoints"
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from apot.models import build_model
-from apot.packed_file import export_packed, load_packed
+from apot.deploy.packed_file import export_packed, load_packed
 
 
 def timed(model: torch.nn.Module, x: torch.Tensor) -> float:

@@ -63,7 +63,7 @@ def step_case(bits: int, reference: bool = False,
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(128, 3, 32, 32, generator=generator)
-    if channels_last:  # the layout apot.loader.TensorLoader feeds the training engine
+    if channels_last:  # the layout apot.data.loader.TensorLoader feeds the training engine
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (128,), generator=generator)
 

@@ -1,5 +1,5 @@
 # Every helper the rules use: the preset's paths, its data sources and its runs. The matrix
-# itself is expanded by apot.study from config.yaml, never restated here.
+# itself is expanded by apot.workflow.study from config.yaml, never restated here.
 import os
 import re
 import shlex
@@ -8,13 +8,13 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from apot.errors import UserError
-from apot.integrity import check_onnx, check_packed, check_prepared
+from apot.storage.integrity import check_onnx, check_packed, check_prepared
 from apot.layout import (METRICS, ONNX_MODEL, ONNX_RESULT, PACKED, PACKED_RESULT, RUN_COST,
                          ResultsLayout)
 from apot.quant.schemes import FLOAT, FLOAT_BITS, MODEL_BITS, integer_range_problem
-from apot.sources import mirror_folder
-from apot.study import AUTHORS_BITS as AUTHORS_BITS_ALL
-from apot.study import (AUTHORS_ARCH, STUDY_ENV, authors_checkpoints, check_config,
+from apot.data.sources import mirror_folder
+from apot.workflow.study import AUTHORS_BITS as AUTHORS_BITS_ALL
+from apot.workflow.study import (AUTHORS_ARCH, STUDY_ENV, authors_checkpoints, check_config,
                         check_data, best_model_settings, check_starts, data_sources,
                         dataset_of, expand_runs, export_settings, run_problems, start_file,
                         start_path, study_digest, study_record, study_text, train_settings,
@@ -118,7 +118,7 @@ def run_onnx_result(path):
 
 
 def export_settings_of(wildcards):
-    """Params of an export_packed job: its apot export settings (apot.study.export_settings).
+    """Params of an export_packed job: its apot export settings (apot.workflow.study.export_settings).
     The job reads them from the study file (apot export --study --run); stated here too, so
     that a change to them makes Snakemake run it again."""
     return export_settings(run_of(wildcards), LAYOUT)
@@ -189,7 +189,7 @@ def train_inputs(wildcards):
 
 
 def train_settings_of(wildcards):
-    """Params of a train job: its apot train settings (apot.study.train_settings). The job
+    """Params of a train job: its apot train settings (apot.workflow.study.train_settings). The job
     reads them from the study file (apot train --study --run); stated here too, so that a
     change to them, and only to them, makes Snakemake run it again."""
     return train_settings(run_of(wildcards), LAYOUT)
@@ -197,7 +197,7 @@ def train_settings_of(wildcards):
 
 # results/<preset>/studies/<digest>.json: what the jobs of this invocation read (the resolved
 # config, the datasets and studies left out, the authors' checkpoints found), named by its
-# content (apot.study.write_study). Every invocation writes its own, dry runs and those the
+# content (apot.workflow.study.write_study). Every invocation writes its own, dry runs and those the
 # lock then refuses included, and none can change another's: a job reads the file its
 # command names, whatever was run beside it. Cluster jobs parse the workflow again; they take
 # the submitting process's file from the environment it passes on (SLURM exports it), so that
@@ -220,7 +220,7 @@ def damaged_results():
     datasets (tensors against the manifest's sha256), completed runs (checkpoint.pt, best.pt,
     history.csv against the record in metrics.json, and the config it records against this
     study's settings of the run) and packed and ONNX models (against packed.json's and
-    onnx.json's records; apot.integrity)."""
+    onnx.json's records; apot.storage.integrity)."""
     found = {}
     for name in DATA_NAMES:
         problems = check_prepared(data_dir(name))

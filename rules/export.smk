@@ -3,7 +3,7 @@
 # the checkpoint on the first test images of each class of the run's data: the same logits
 # (levels arithmetic). packed.json holds the sizes and the check; the report lists them. As a
 # training job, apot export reads the run's settings from the study file
-# (apot.study.export_settings), which keeps the command short.
+# (apot.workflow.study.export_settings), which keeps the command short.
 
 
 rule export_packed:

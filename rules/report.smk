@@ -37,12 +37,12 @@ rule summarize:
 
 
 # The verdicts as data: every claim's comparisons with their margins and intervals, read from
-# summary.json and the runs' per-image predictions (apot/noise.py states the rule).
+# summary.json and the runs' per-image predictions (apot/reporting/noise.py states the rule).
 rule claims:
     input:
         summary=LAYOUT.summary("json"),
-        cited="apot/cited.yaml",
-        code=["apot/claims.py", "apot/noise.py"],
+        cited="apot/reporting/cited.yaml",
+        code=["apot/reporting/claims.py", "apot/reporting/noise.py"],
     output:
         LAYOUT.claims,
     log:
@@ -61,9 +61,9 @@ rule report:
         claims=LAYOUT.claims,
         template="report/templates/report.html.j2",
         css="report/templates/report.css",
-        cited="apot/cited.yaml",
+        cited="apot/reporting/cited.yaml",
         # the code that renders it: a change to a rule, a figure or a table re-renders
-        code=["apot/report.py", "apot/figures.py"],
+        code=["apot/reporting/render.py", "apot/reporting/figures.py"],
     output:
         html=report(REPORT_FILES[0], caption="../report/captions/report.rst",
                     category="Report", labels={"format": "HTML"}),

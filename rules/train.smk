@@ -1,6 +1,6 @@
 # Stage 2: training. FP32 baselines from scratch, or from a released model (a warm chain: the
 # staged start); each quantized run starts from the run before it in its chain (4-bit from
-# FP32, 3 from 4, 2 from 3). {run} is a run's folder under runs/ (apot.study.run_path),
+# FP32, 3 from 4, 2 from 3). {run} is a run's folder under runs/ (apot.workflow.study.run_path),
 # constrained to the preset's runs; apot train reads its settings from the study file. Only metrics.json, written when a run
 # completes, is declared: the run folder's checkpoint.pt must survive a killed or pre-empted
 # job (Snakemake deletes the declared outputs of incomplete jobs), so re-running the workflow

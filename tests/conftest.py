@@ -22,7 +22,7 @@ def shared_data() -> Path:
 def synthetic_data(tmp_path_factory) -> Path:
     """A small generated prepared dataset (10 classes, 24 training and 8 test images each),
     for tests of the training engine that need learnable data, not real images."""
-    from apot.prepare import prepare_dataset
+    from apot.data.prepare import prepare_dataset
     out = tmp_path_factory.mktemp("synthetic")
     prepare_dataset("synthetic", out, train_per_class=24, test_per_class=8)
     return out

@@ -15,8 +15,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .functional import quantize_activation
-from .modules import ActivationQuantizer
+from apot.quant.functional import quantize_activation
+from apot.quant.modules import ActivationQuantizer
 
 GRID = 64              # candidate thresholds per layer, from max/GRID to the layer's maximum
 SAMPLES = 1 << 18      # inputs per layer the error is measured on (a fixed random subset)

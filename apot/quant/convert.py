@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .levels import check_bits
-from .schemes import APOT, FLOAT_BITS
-from .modules import EightBitConv2d, EightBitLinear, QuantConv2d, check_rules
+from apot.quant.levels import check_bits
+from apot.quant.schemes import APOT, FLOAT_BITS
+from apot.quant.modules import EightBitConv2d, EightBitLinear, QuantConv2d, check_rules
 
 FIRST_LAST_POLICIES = ("8bit", "float")
 

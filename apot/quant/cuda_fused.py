@@ -92,7 +92,7 @@ def activation_forward(x: torch.Tensor, alpha: torch.Tensor, table, kernel=None)
     _, _, bucket_threshold, pair_level, _ = table._tensors(x.device)
     n = x.numel()
     if n:
-        from .functional import storage_flat  # (functional imports this module)
+        from apot.quant.functional import storage_flat  # (functional imports this module)
         flat = [storage_flat(t) for t in (x, out, inside, d_alpha)]
         grid = ((n + BLOCK - 1) // BLOCK,)
         kernel[grid](flat[0], alpha.detach().reshape(1), bucket_threshold, pair_level, *flat[1:],

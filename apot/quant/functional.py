@@ -30,8 +30,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import cpu_fused, cuda_fused
-from .schemes import get_scheme, magnitude_levels
+from apot.quant import cpu_fused, cuda_fused
+from apot.quant.schemes import get_scheme, magnitude_levels
 
 _MAX_BUCKETS = 1 << 18
 

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .functional import (ActivationQuantFn, WeightQuantFn, eight_bit_weight, normalize_weight,
+from apot.quant.functional import (ActivationQuantFn, WeightQuantFn, eight_bit_weight, normalize_weight,
                          quantize_activation, shared_projector)
-from .levels import check_bits, check_k
-from .schemes import APOT, check_scheme
+from apot.quant.levels import check_bits, check_k
+from apot.quant.schemes import APOT, check_scheme
 
 ACT_ALPHA_INIT = 8.0   # authors' CIFAR value (ImageNet: 6.0)
 WGT_ALPHA_INIT = 3.0   # about 3 sigma after weight normalization, in both code trees

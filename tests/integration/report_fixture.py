@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from apot.cost import cost_tables
-from apot.report import build_report
+from apot.deploy.cost import cost_tables
+from apot.reporting.render import build_report
 from apot.layout import PREDICTIONS, ResultsLayout
-from apot.predictions import write_predictions
-from apot.study import expand_runs, train_settings, validate_config
-from apot.summary import summarize
+from apot.engine.predictions import write_predictions
+from apot.workflow.study import expand_runs, train_settings, validate_config
+from apot.reporting.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = {"cifar10/resnet20/multistep/fp32-w32/seed0": 60.0,

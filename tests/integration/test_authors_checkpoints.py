@@ -13,12 +13,12 @@ import sys
 import pytest
 import torch
 
-from apot.checkpoints import extract_state_dict, load_file, load_into_model
-from apot.data import read_split
-from apot.evaluate import evaluate
-from apot.loader import TensorLoader
+from apot.storage.checkpoints import extract_state_dict, load_file, load_into_model
+from apot.data.archives import read_split
+from apot.engine.evaluate import evaluate
+from apot.data.loader import TensorLoader
 from apot.models import build_model
-from apot.packed_file import load_packed
+from apot.deploy.packed_file import load_packed
 from apot.quant.functional import project_bruteforce
 from apot.quant.modules import QuantConv2d
 

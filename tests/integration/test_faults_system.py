@@ -25,12 +25,12 @@ import pytest
 import torch
 
 from apot import layout
-from apot.checkpoints import load_file
+from apot.storage.checkpoints import load_file
 from apot.cli import main
 from apot.errors import UserError
-from apot.integrity import check_run
-from apot.lock import LOCK_NAME, exclusive
-from apot.train import BEST, CHECKPOINT, HISTORY, METRICS, PENDING_BEST, Run, TrainConfig, train
+from apot.storage.integrity import check_run
+from apot.storage.lock import LOCK_NAME, exclusive
+from apot.engine.train import BEST, CHECKPOINT, HISTORY, METRICS, PENDING_BEST, Run, TrainConfig, train
 
 from workflow import (CHANGED_RUNS, CHANGED_STEP, REPO, SMOKE, job_counts, nothing_to_do,
                       snakemake, study_file, write_changed_config)
@@ -427,7 +427,7 @@ def test_a_file_system_without_locks_runs_unlocked_with_a_warning(data, tmp_path
 
 
 def test_set_aside_twice_in_one_second_keeps_both(tmp_path):
-    from apot.train import set_aside
+    from apot.engine.train import set_aside
     (tmp_path / METRICS).write_text("{}")
     first = set_aside(tmp_path, "damaged")
     (tmp_path / METRICS).write_text("{}")
@@ -437,7 +437,7 @@ def test_set_aside_twice_in_one_second_keeps_both(tmp_path):
 
 def test_summarize_refuses_a_run_with_damaged_files(trained, tmp_path):
     from apot.layout import ResultsLayout
-    from apot.summary import check_whole
+    from apot.reporting.summary import check_whole
     results = tmp_path / "results"
     shutil.copytree(trained, results / "runs" / "x" / "run")
     layout = ResultsLayout(str(results))
@@ -458,7 +458,7 @@ def test_a_dry_run_of_another_config_beside_a_run_changes_none_of_its_jobs(
     recorded the first invocation's settings, and so did the summary; afterwards a plain dry
     run has nothing to do, and one with the other config redoes that step's runs and what
     depends on them, nothing else."""
-    from apot.study import expand_runs, recorded_differences, validate_config
+    from apot.workflow.study import expand_runs, recorded_differences, validate_config
     import yaml
 
     folder = smoke_study.folder

@@ -10,8 +10,8 @@ round-off without letting a broken engine (which stays near 10 %) pass.
 """
 import pytest
 
-from apot.prepare import prepare_dataset
-from apot.train import TrainConfig, train
+from apot.data.prepare import prepare_dataset
+from apot.engine.train import TrainConfig, train
 
 THRESHOLD_TOP1 = 25.0
 

@@ -14,7 +14,7 @@ import zipfile
 import pytest
 
 from apot.layout import ResultsLayout
-from apot.study import find_run, read_study, train_settings
+from apot.workflow.study import find_run, read_study, train_settings
 from workflow import (BIN, SMOKE, copy_study, copy_workflow, env, job_counts, job_inputs,
                       nothing_to_do, snakemake, study_file)
 

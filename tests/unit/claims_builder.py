@@ -3,7 +3,7 @@
 A model with top-1 p (points) classifies correctly the easiest round(p / 100 * N) of N test
 images (one fixed order of difficulty), so two models disagree only on the images between
 their counts: the paired test-set error of their difference is as small as it can be, and a
-test controls it through N. Groups are built by apot.summary's own grouping (collapse marking
+test controls it through N. Groups are built by apot.reporting.summary's own grouping (collapse marking
 included), so a test sees what `apot summarize` would write.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from apot.predictions import write_predictions
-from apot.summary import group_records, mark_collapsed
+from apot.engine.predictions import write_predictions
+from apot.reporting.summary import group_records, mark_collapsed
 
 CLASSES = 10
 IDENTITY = "test.pt sha256 " + "ab" * 32

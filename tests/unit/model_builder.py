@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from apot.checkpoints import save_atomic
+from apot.storage.checkpoints import save_atomic
 from apot.models import build_model
 from apot.quant.schemes import APOT
 

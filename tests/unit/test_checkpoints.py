@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import apot.checkpoints
-from apot.checkpoints import extract_state_dict, load_file, load_into_model, save_atomic
+import apot.storage.checkpoints
+from apot.storage.checkpoints import extract_state_dict, load_file, load_into_model, save_atomic
 from apot.errors import UserError
 from apot.models import build_model
 
@@ -211,7 +211,7 @@ def test_save_atomic_failure_keeps_previous_file_and_no_temp(tmp_path, monkeypat
         handle.write(b"PK\x03\x04 half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(apot.checkpoints.torch, "save", failing_save)
+    monkeypatch.setattr(apot.storage.checkpoints.torch, "save", failing_save)
     with pytest.raises(OSError, match="disk full"):
         save_atomic({"epoch": 2}, path)
     monkeypatch.undo()
@@ -225,7 +225,7 @@ def test_save_atomic_failure_without_previous_file_leaves_nothing(tmp_path, monk
         handle.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(apot.checkpoints.torch, "save", failing_save)
+    monkeypatch.setattr(apot.storage.checkpoints.torch, "save", failing_save)
     with pytest.raises(KeyboardInterrupt):
         save_atomic({"epoch": 2}, tmp_path / "new.pth")
     assert os.listdir(tmp_path) == []

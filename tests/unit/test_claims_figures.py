@@ -3,11 +3,11 @@ import re
 
 import pytest
 
-from apot.claims import (FAILS, HOLDS, INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, RULES,
+from apot.reporting.claims import (FAILS, HOLDS, INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, RULES,
                          SUPPORTED, WITHIN, cited_drops, decide, evaluate_claims)
-from apot.figures import accuracy_by_bits_svg, curves_svg, level_sets_svg
-from apot.noise import MIN_SEEDS
-from apot.report import cost_section, load_cited
+from apot.reporting.figures import accuracy_by_bits_svg, curves_svg, level_sets_svg
+from apot.reporting.noise import MIN_SEEDS
+from apot.reporting.render import cost_section, load_cited
 from apot.quant.schemes import magnitude_levels
 
 from claims_builder import Built
@@ -277,7 +277,7 @@ def test_no_warm_chain_is_not_testable(tmp_path):
 
 
 def test_no_comparisons_at_all_is_not_a_verdict():
-    from apot.claims import _combine
+    from apot.reporting.claims import _combine
     decided = {"decided": True, "outcome": HOLDS}
     assert _combine([]) == NOT_TESTABLE
     assert _combine([decided, {"decided": True, "outcome": WITHIN}]) == INCONCLUSIVE
@@ -286,7 +286,7 @@ def test_no_comparisons_at_all_is_not_a_verdict():
 
 
 def test_cost_claims_show_both_rules_and_every_view():
-    from apot.cost import cost_tables
+    from apot.deploy.cost import cost_tables
     summary = {"cost": cost_tables([("resnet20", 4)])}
     cost = cost_section(summary, CITED)
     result = RULES["cost_22_percent"]({}, cost)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from apot.cli import main
-from apot.data import CIFAR10_CLASSES
+from apot.data.archives import CIFAR10_CLASSES
 from apot.models import build_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -160,7 +160,7 @@ def test_eval_end_to_end(capsys, checkpoints, dataset):
 def test_eval_keeps_per_image_predictions(capsys, checkpoints, dataset, tmp_path):
     """--predictions: the per-image predictions beside the result, the same top-1, and what
     the test images are (an image folder: its listing's fingerprint)."""
-    from apot.predictions import read_predictions
+    from apot.engine.predictions import read_predictions
     out = tmp_path / "p.npz"
     result = run_json(capsys, *eval_args(checkpoints["q4"], dataset, "--bits", "4", "--device",
                                          "cpu", "--predictions", str(out)))

@@ -8,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from apot.cli import main
-from apot.cost import (
+from apot.deploy.cost import (
     cost_tables,
     count_layers,
     mac_cost,
@@ -17,7 +17,7 @@ from apot.cost import (
     weight_usage,
 )
 from apot.models import ARCHS, build_model
-from apot.quant.integer import activation_codes, emulate, shift_add_conv2d, weight_terms
+from apot.deploy.integer import activation_codes, emulate, shift_add_conv2d, weight_terms
 from apot.quant.schemes import level_codes, magnitude_levels, mean_terms, scheme_names
 
 SCHEMES = scheme_names()

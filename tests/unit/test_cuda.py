@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from apot.loader import TensorLoader
+from apot.data.loader import TensorLoader
 from apot.models import build_model
 from apot.quant.functional import (
     ActivationQuantFn,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from apot.data import CIFAR10_CLASSES, read_split
+from apot.data.archives import CIFAR10_CLASSES, read_split
 from apot.errors import UserError
 
 CLASSES = ("zebra", "apple", "mango")  # deliberately not sorted on disk

@@ -1,9 +1,9 @@
-"""The offline template for dvc plots show (apot.dvc_plots, apot dvc-plots-template)."""
+"""The offline template for dvc plots show (apot.reporting.dvc_plots, apot dvc-plots-template)."""
 import re
 
 
 def test_dvc_plots_template_inlines_the_libraries_and_keeps_dvcs_placeholders(tmp_path):
-    from apot.dvc_plots import write_offline_template
+    from apot.reporting.dvc_plots import write_offline_template
     result = write_offline_template(tmp_path / "t.html")
     text = (tmp_path / "t.html").read_text()
     assert result["bytes"] == len(text.encode()) > 1_000_000

@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 from snakemake.exceptions import WorkflowError
 
-import apot.data
-from apot.checkpoints import load_file
+import apot.data.archives
+from apot.storage.checkpoints import load_file
 from apot.cli import main
-from apot.configfile import check_yaml
-from apot.data import MAX_MEMBER_BYTES, read_split
+from apot.workflow.configfile import check_yaml
+from apot.data.archives import MAX_MEMBER_BYTES, read_split
 from apot.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,13 +83,13 @@ def test_highly_compressed_member_is_refused_without_being_read(tmp_path, suffix
 
 
 def test_member_read_stops_past_its_header_size_if_the_header_lies(monkeypatch, tmp_path):
-    monkeypatch.setattr(apot.data, "MAX_MEMBER_BYTES", 100)
+    monkeypatch.setattr(apot.data.archives, "MAX_MEMBER_BYTES", 100)
     handle = io.BytesIO(bytes(10_000))  # a member far larger than its header's 10 bytes
     with pytest.raises(UserError) as info:
-        apot.data._read_member(handle, 10, "x/test/a/0.png", tmp_path / "a.tar", 0)
+        apot.data.archives._read_member(handle, 10, "x/test/a/0.png", tmp_path / "a.tar", 0)
     assert handle.tell() == 11  # never more than its declared size + 1 bytes read
     assert "holds more than the 10 bytes its header says" in str(info.value)
-    assert apot.data._read_member(io.BytesIO(bytes(100)), 100, "m", tmp_path, 0) == bytes(100)
+    assert apot.data.archives._read_member(io.BytesIO(bytes(100)), 100, "m", tmp_path, 0) == bytes(100)
 
 
 @pytest.mark.parametrize("suffix", [".tar", ".zip"])
@@ -97,7 +97,7 @@ def test_archive_total_over_the_cap_is_refused(monkeypatch, tmp_path, suffix):
     path = write_archive(tmp_path / f"mini{suffix}", image_members())
     assert len(read_split(path, "test")[0]) == 4  # under the real caps it reads
     sizes = [len(data) for name, data in image_members().items() if "/test/" in name]
-    monkeypatch.setattr(apot.data, "MAX_ARCHIVE_BYTES", sum(sizes) - 1)
+    monkeypatch.setattr(apot.data.archives, "MAX_ARCHIVE_BYTES", sum(sizes) - 1)
     with pytest.raises(UserError) as info:
         read_split(path, "test")
     text = str(info.value)
@@ -232,7 +232,7 @@ def test_malformed_summary_is_a_one_line_error(tmp_path, capsys, kind):
 
 
 def test_minimal_summary_passes_the_check(tmp_path):
-    from apot.report import read_summary
+    from apot.reporting.render import read_summary
 
     path = tmp_path / "summary.json"
     path.write_text(json.dumps(minimal_summary()))
@@ -309,7 +309,7 @@ HOSTILE_CONFIG = {
 
 @pytest.mark.parametrize("kind", list(HOSTILE_CONFIG))
 def test_a_hostile_config_value_is_refused_with_its_key(kind):
-    from apot.study import validate_config
+    from apot.workflow.study import validate_config
     edit, message = HOSTILE_CONFIG[kind]
     with pytest.raises(UserError) as caught:
         validate_config(edited_config(edit))

@@ -1,4 +1,4 @@
-"""Fault injection in packed model files (apot eval --packed, apot.packed_file): hostile
+"""Fault injection in packed model files (apot eval --packed, apot.deploy.packed_file): hostile
 headers, tensors and values. Each file must end in one line "apot eval: error: ..." (exit 2)
 naming the file, the problem and the fix, never in a traceback or unbounded memory.
 
@@ -17,9 +17,9 @@ import torch
 
 from apot.cli import main
 from apot.models import build_model
-from apot.packed_file import (HEADER_KEY, MAX_APOT_HEADER_BYTES, MAX_CLASSES, MAX_JSON_DEPTH,
+from apot.deploy.packed_file import (HEADER_KEY, MAX_APOT_HEADER_BYTES, MAX_CLASSES, MAX_JSON_DEPTH,
                               export_packed, load_packed, nesting_exceeds, read_packed)
-from apot.quant.packed import pack_model, unpack_model
+from apot.deploy.packed_layers import pack_model, unpack_model
 from apot.quant.schemes import APOT
 from test_packed import INPUT, randomized_model, rewrite, write_checkpoint
 
@@ -354,7 +354,7 @@ def test_nesting_is_counted_outside_strings(text, deeper):
 def test_nesting_scan_is_linear_on_unterminated_strings():
     """An unterminated string is one token to the end: a scanner that started again at each
     of its 200,000 escaped quotes would take minutes (counted in tokens, not timed)."""
-    from apot.packed_file import _JSON_TOKEN
+    from apot.deploy.packed_file import _JSON_TOKEN
     text = '"' + '\\"' * 200_000
     assert not nesting_exceeds(text, MAX_JSON_DEPTH)
     assert [match.span() for match in _JSON_TOKEN.finditer(text)] == [(0, len(text))]
@@ -386,7 +386,7 @@ def test_a_packed_file_that_differs_from_its_record_is_refused(exported, synthet
                                                                damage, words):
     """A flipped bit would evaluate without a sign, and a truncated file could too: the
     packed.json beside the file records its size and sha256, and apot eval checks them."""
-    from apot.integrity import check_packed
+    from apot.storage.integrity import check_packed
     record = json.loads(exported.with_name("packed.json").read_text())
     assert record["packed_sha256"] and check_packed(exported.parent) == []
     damage(exported)
@@ -412,7 +412,7 @@ def test_a_record_of_another_file_or_none_is_not_a_refusal(exported, synthetic_d
 def test_a_record_without_the_sha256_is_redone(exported):
     """A packed.json from before the sha256 was recorded fails the workflow's check: the
     workflow exports the run again."""
-    from apot.integrity import check_packed
+    from apot.storage.integrity import check_packed
     record_path = exported.with_name("packed.json")
     record = json.loads(record_path.read_text())
     del record["packed_sha256"]

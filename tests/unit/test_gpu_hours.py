@@ -1,4 +1,4 @@
-"""The paper preset's CIFAR training in GPU-hours (apot.gpu_hours, printed by bench/gpu.py): the
+"""The paper preset's CIFAR training in GPU-hours (apot.workflow.gpu_hours, printed by bench/gpu.py): the
 planned epochs come from config.yaml's matrix, and the hours from measured epoch times."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apot.gpu_hours import (FLOAT_KIND, QUANTIZED_KIND, best_jobs_per_gpu, gpu_hours,
+from apot.workflow.gpu_hours import (FLOAT_KIND, QUANTIZED_KIND, best_jobs_per_gpu, gpu_hours,
                             planned_epochs)
-from apot.study import IMAGENET_ARCHS, expand_runs, validate_config
+from apot.workflow.study import IMAGENET_ARCHS, expand_runs, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())

@@ -13,9 +13,9 @@ import yaml
 
 from apot.cli import main
 from apot.layout import BEST, METRICS, PACKED, PACKED_RESULT, PREDICTIONS, ResultsLayout
-from apot.predictions import write_predictions
+from apot.engine.predictions import write_predictions
 from apot.quant.schemes import FLOAT
-from apot.study import (PACKED_CHECK_PER_CLASS, expand_runs, export_settings, read_study,
+from apot.workflow.study import (PACKED_CHECK_PER_CLASS, expand_runs, export_settings, read_study,
                         study_record, train_settings, validate_config, write_study)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,7 +157,7 @@ def test_export_without_a_study_names_the_missing_flags(capsys):
 
 def named(folder: Path, text: str) -> Path:
     """A file under ``folder``/studies named as the Snakefile names ``text``."""
-    from apot.study import study_digest
+    from apot.workflow.study import study_digest
     path = folder / "studies" / f"{study_digest(text)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -242,7 +242,7 @@ def test_train_refuses_to_start_from_a_run_of_other_settings(study_file, capsys)
     ({"init": "results/smoke/runs/other/best.pt"}, {"init"}),
 ])
 def test_a_recorded_config_is_compared_by_value_and_paths_by_place(change, differing):
-    from apot.study import recorded_differences
+    from apot.workflow.study import recorded_differences
     layout = ResultsLayout.of_preset("smoke")
     config = smoke_record()["config"]
     run = next(run for run in expand_runs(config) if run.parent is not None

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from apot.datasets import CIFAR_MEAN, CIFAR_STD
-from apot.loader import TensorLoader, random_crop_flip
+from apot.data.datasets import CIFAR_MEAN, CIFAR_STD
+from apot.data.loader import TensorLoader, random_crop_flip
 
 PAD = 4
 

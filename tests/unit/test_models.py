@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from apot.checkpoints import load_into_model
+from apot.storage.checkpoints import load_into_model
 from apot.errors import UserError
 from apot.models import ARCHS, build_model
 from apot.quant.convert import quantize_model

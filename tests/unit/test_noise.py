@@ -1,4 +1,4 @@
-"""The statistical rule of the claims (apot/noise.py): t quantiles, paired test-set errors,
+"""The statistical rule of the claims (apot/reporting/noise.py): t quantiles, paired test-set errors,
 margins, collapse."""
 import math
 
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apot.noise import MIN_SEEDS, Noise, chance_margin, collapsed, combine, paired_se, t_quantile
-from apot.noise import weighted_correct
+from apot.reporting.noise import MIN_SEEDS, Noise, chance_margin, collapsed, combine, paired_se, t_quantile
+from apot.reporting.noise import weighted_correct
 
 
 @pytest.mark.parametrize("df, exact", [(1, 12.7062), (2, 4.3027), (10, 2.2281), (30, 2.0423),

@@ -1,4 +1,4 @@
-"""ONNX export (apot.onnx_export) and running it (apot.onnx_run, apot export --format onnx,
+"""ONNX export (apot.deploy.onnx_export) and running it (apot.deploy.onnx_run, apot export --format onnx,
 apot eval --onnx): the integers in the graph, both forms against the fake-quantized model, the
 integer kernels ONNX Runtime runs, refusals and hostile files."""
 import json
@@ -13,14 +13,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from apot.cli import main
 from apot.errors import UserError
-from apot.onnx_export import (FLOAT_FORM, FORMS, Exporter, Graph, build_onnx, folded_bn,
+from apot.deploy.onnx_export import (FLOAT_FORM, FORMS, Exporter, Graph, build_onnx, folded_bn,
                               lookup_table, qdq_activation_factor,
                               qdq_weight_factor)
-from apot.onnx_run import OnnxModel, read_onnx, write_onnx
-from apot.quant.integer import activation_codes, shift_add_conv2d, weight_terms
+from apot.deploy.onnx_run import OnnxModel, read_onnx, write_onnx
+from apot.deploy.integer import activation_codes, shift_add_conv2d, weight_terms
 from apot.quant.modules import QuantConv2d
-from apot.quant.packed import code_table, pack_model
-from apot.quant.packing import split_sign_magnitude, unpack_codes
+from apot.deploy.packed_layers import code_table, pack_model
+from apot.deploy.bitpack import split_sign_magnitude, unpack_codes
 from apot.quant.schemes import APOT, POT, UNIFORM
 
 from model_builder import randomized_model, run_apot, write_checkpoint
@@ -128,7 +128,7 @@ def test_the_integer_form_gives_the_fake_quantized_logits(scheme, bits):
 
 def test_the_integer_form_sums_the_codes_exactly_as_shifts_and_adds(apot4):
     """The first ConvInteger's int32 output is the shift-and-add sum of its input codes with
-    the layer's weight terms (apot.quant.integer): the accumulation is exact."""
+    the layer's weight terms (apot.deploy.integer): the accumulation is exact."""
     graph = build_onnx(apot4, "integer", 32, {})
     conv = next(n for n in graph.graph.node if n.op_type == "ConvInteger")
     for name in (conv.input[0], conv.output[0]):

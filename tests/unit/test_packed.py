@@ -1,5 +1,5 @@
 """Packed models: bit packing, the rebuilt layers against the fake-quantized ones, the file
-format and its errors (apot.quant.packing, apot.quant.packed, apot.packed_file, apot export /
+format and its errors (apot.deploy.bitpack, apot.deploy.packed_layers, apot.deploy.packed_file, apot export /
 apot eval --packed)."""
 import json
 
@@ -12,11 +12,11 @@ from hypothesis import given, settings, strategies as st
 from apot.errors import UserError
 from apot.layout import file_sha256
 from apot.models import build_model
-from apot.packed_file import HEADER_KEY, export_packed, float32_size, load_packed, read_packed
-from apot.quant import integer
+from apot.deploy.packed_file import HEADER_KEY, export_packed, float32_size, load_packed, read_packed
+from apot.deploy import integer
 from apot.quant.modules import QuantConv2d
-from apot.quant.packed import PackedQuantConv2d, pack_model, unpack_model
-from apot.quant.packing import (pack_codes, packed_size, sign_magnitude, split_sign_magnitude,
+from apot.deploy.packed_layers import PackedQuantConv2d, pack_model, unpack_model
+from apot.deploy.bitpack import (pack_codes, packed_size, sign_magnitude, split_sign_magnitude,
                                 unpack_codes)
 from apot.quant.schemes import APOT, MODEL_BITS, POT, UNIFORM, scheme_names
 

@@ -19,9 +19,9 @@ import torchvision.datasets.utils as tv_utils
 from PIL import Image
 
 from apot.cli import main
-from apot.data import CIFAR10_CLASSES
+from apot.data.archives import CIFAR10_CLASSES
 from apot.errors import UserError
-from apot.prepare import MIRROR_ENV, balanced_subset, load_prepared, prepare_dataset
+from apot.data.prepare import MIRROR_ENV, balanced_subset, load_prepared, prepare_dataset
 
 ARCHIVE = "cifar-10-images.tar.gz"
 PREFIX = "cifar-10-images"

@@ -16,13 +16,13 @@ import pytest
 import yaml
 
 from apot.cli import build_parser, main
-from apot.cost import cost_tables
-from apot.datasets import dataset_names, study_datasets
+from apot.deploy.cost import cost_tables
+from apot.data.datasets import dataset_names, study_datasets
 from apot.quant import schemes
 from apot.quant.levels import apot_magnitudes, apot_terms
-from apot.report import render_html
-from apot.study import expand_runs, validate_config
-from apot.summary import summarize
+from apot.reporting.render import render_html
+from apot.workflow.study import expand_runs, validate_config
+from apot.reporting.summary import summarize
 from test_summary_report import CONFIG, write_run
 
 ROOT = Path(__file__).resolve().parents[2]

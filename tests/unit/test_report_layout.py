@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apot.report import TEMPLATES, build_report
-from apot.study import expand_runs, validate_config
-from apot.summary import summarize
+from apot.reporting.render import TEMPLATES, build_report
+from apot.workflow.study import expand_runs, validate_config
+from apot.reporting.summary import summarize
 from test_summary_report import CONFIG, cost_fixture, write_run
 
 SEEDS = [0, 1, 2]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from apot.checkpoints import load_file
+from apot.storage.checkpoints import load_file
 from apot.layout import file_sha256
 from apot.cli import main
 from apot.models import build_model

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from apot.stopping import StopOnSignals, Stopped
+from apot.engine.stopping import StopOnSignals, Stopped
 
 
 def test_a_signal_outside_a_save_stops_at_once():

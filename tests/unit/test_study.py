@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from apot.errors import UserError
-from apot.study import (check_data, data_sources, expand_runs, network_reachable,
+from apot.workflow.study import (check_data, data_sources, expand_runs, network_reachable,
                         validate_config)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,7 +189,7 @@ def test_a_prepared_dataset_needs_no_source(tmp_path, monkeypatch):
 
 
 def test_authors_checkpoints_come_from_the_config_or_the_mirror(tmp_path, monkeypatch):
-    from apot.study import authors_checkpoints
+    from apot.workflow.study import authors_checkpoints
     monkeypatch.delenv("APOT_DATA_MIRROR", raising=False)
     assert authors_checkpoints({"mirror": "", "authors_checkpoints": ""}) == {}
     folder = tmp_path / "mirror" / "apot-authors-checkpoints"
@@ -204,18 +204,18 @@ def test_authors_checkpoints_come_from_the_config_or_the_mirror(tmp_path, monkey
 
 
 def test_the_workflow_parses_without_importing_torch():
-    """Snakemake imports apot.study on every parse, and on a cluster every job parses the
+    """Snakemake imports apot.workflow.study on every parse, and on a cluster every job parses the
     workflow again: torch would add seconds to each."""
     import subprocess
     import sys
-    code = ("import sys, apot.study, apot.sources, apot.integrity, apot.layout, apot.datasets; "
+    code = ("import sys, apot.workflow.study, apot.data.sources, apot.storage.integrity, apot.layout, apot.data.datasets; "
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
 
 def test_starts_are_found_staged_or_refused_with_the_fix(tmp_path, monkeypatch):
-    from apot.study import check_starts, find_start
+    from apot.workflow.study import check_starts, find_start
     monkeypatch.setenv("APOT_OFFLINE", "1")
     monkeypatch.delenv("APOT_DATA_MIRROR", raising=False)
     c = config()
@@ -244,7 +244,7 @@ def test_starts_are_found_staged_or_refused_with_the_fix(tmp_path, monkeypatch):
 
 
 def test_torchvision_start_is_the_cached_file_or_a_message_naming_it(tmp_path, monkeypatch):
-    from apot.study import check_starts, find_start
+    from apot.workflow.study import check_starts, find_start
     monkeypatch.setenv("APOT_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     c = config(preset="paper")
@@ -265,7 +265,7 @@ def test_torchvision_weight_files_and_cache_match_torchvision(monkeypatch):
     import torch
     import torchvision
 
-    from apot.sources import TORCHVISION_URL, TORCHVISION_WEIGHTS, torch_hub_checkpoints
+    from apot.data.sources import TORCHVISION_URL, TORCHVISION_WEIGHTS, torch_hub_checkpoints
     for arch, name in TORCHVISION_WEIGHTS.items():
         weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
         assert weights.url == TORCHVISION_URL.format(file=name)

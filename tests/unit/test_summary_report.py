@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import yaml
 
-from apot.report import build_report, comparison_tables, load_cited
+from apot.reporting.render import build_report, comparison_tables, load_cited
 from apot.layout import PREDICTIONS, ResultsLayout
-from apot.predictions import write_predictions
-from apot.study import expand_runs, train_settings, validate_config
-from apot.summary import summarize
+from apot.engine.predictions import write_predictions
+from apot.workflow.study import expand_runs, train_settings, validate_config
+from apot.reporting.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
@@ -89,7 +89,7 @@ def study(tmp_path):
 def html_only(monkeypatch):
     """build_report without its PDF (WeasyPrint: about 3 s a report), for tests that read
     only the HTML and the files beside it; the two that read the PDF itself render it."""
-    monkeypatch.setattr("apot.report.write_pdf", lambda html_text, path: None)
+    monkeypatch.setattr("apot.reporting.render.write_pdf", lambda html_text, path: None)
 
 
 def test_summary_aggregates_seeds_and_computes_drops(study):
@@ -226,7 +226,7 @@ def test_cited_cost_figures_are_those_of_the_papers_table():
 
 
 def cost_fixture(results: Path) -> Path:
-    from apot.cost import cost_tables
+    from apot.deploy.cost import cost_tables
     path = results / "cost.json"
     path.write_text(json.dumps(cost_tables([("resnet20", 32), ("resnet20", 4)])))
     return path
@@ -264,7 +264,7 @@ def test_report_says_when_cost_tables_are_missing(study, tmp_path, html_only):
 
 def test_run_cost_is_summarized_and_shown_per_run(study, tmp_path, html_only):
     import torch
-    from apot.cost import network_cost
+    from apot.deploy.cost import network_cost
     from apot.models import build_model
     spec, results = study
     torch.manual_seed(0)

@@ -14,14 +14,14 @@ import numba
 import pytest
 import torch
 
-from apot.checkpoints import load_file
+from apot.storage.checkpoints import load_file
 from apot.cli import main
 from apot.errors import UserError
 from apot.models import build_model
 from apot.layout import PREDICTIONS
-from apot.predictions import read_predictions
-from apot.prepare import prepare_dataset
-from apot.train import (BEST, CHECKPOINT, HISTORY, HISTORY_FIELDS, METRICS, Run, TrainConfig,
+from apot.engine.predictions import read_predictions
+from apot.data.prepare import prepare_dataset
+from apot.engine.train import (BEST, CHECKPOINT, HISTORY, HISTORY_FIELDS, METRICS, Run, TrainConfig,
                         parameter_groups, train)
 
 # Columns that are measurements of the machine, not results of the computation.
@@ -155,10 +155,10 @@ def test_stopped_mid_epoch_then_rerun_equals_uninterrupted(data, tmp_path, stop,
 
 def test_the_thread_count_holds_after_the_activation_kernel(tmp_path):
     """numba's first parallel loop resets OpenMP's thread count to every core, and torch reads
-    it: apot.threads starts numba's pool first, so the count asked for holds."""
+    it: apot.engine.threads starts numba's pool first, so the count asked for holds."""
     script = (
         "import torch\n"
-        "from apot.threads import use_threads\n"
+        "from apot.engine.threads import use_threads\n"
         "from apot.quant.functional import activation_parts, shared_projector\n"
         "print(use_threads(1))\n"
         "activation_parts(torch.rand(100000), torch.tensor(1.0), shared_projector('apot', 3, 2))\n"

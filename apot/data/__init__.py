@@ -1,0 +1,1 @@
+"""Datasets: the registry, image-folder archives, sources (download or mirror), prepared tensors, loaders."""

@@ -1,0 +1,1 @@
+"""Training and evaluation: the run loop, its folder, evaluation, starts, stopping, threads, devices."""

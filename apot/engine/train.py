@@ -1,0 +1,669 @@
+"""The training engine: one run = one model trained (or fine-tuned) on one prepared dataset.
+
+A run lives in its own folder:
+  checkpoint.pt  full state after the last completed epoch (model, optimizer, scheduler, epoch,
+                 RNG states, history, resolved config); written atomically every epoch
+  best.pt        model weights of the epoch with the best test top-1 (the authors' selection)
+  history.csv    one row per completed epoch
+  metrics.json   written when the run completes: best and final top-1 and the run's facts
+Running the same command again resumes after the last completed epoch; on the CPU the result is
+identical to an uninterrupted run (each epoch's data order and augmentation come from a
+generator seeded by (seed, epoch), and the rest of the state is in the checkpoint).
+SIGTERM (a scheduler's stop) or SIGINT ends a run between two saves (apot.engine.stopping). Each
+process that trained a run is recorded with its host and SLURM job id ("executions"), so a run
+resumed on a cluster shows which job trained which epochs. Progress goes to stderr: one line
+when the run starts and one per epoch.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from apot import __version__
+from apot.storage.checkpoints import (ACT_ALPHA_SUFFIX, WEIGHT_ALPHA_SUFFIX, load_file, restore_model,
+                          save_atomic)
+from apot.engine.device import resolve_device
+from apot.errors import UserError
+from apot.storage.integrity import check_run, file_record, run_files_record
+from apot.layout import (BEST, CHECKPOINT, HISTORY, HISTORY_FIELDS, METRICS, PENDING_BEST,
+                     PREDICTIONS, file_sha256, write_text_atomic)
+from apot.data.loader import ImageFolderLoader, TensorLoader
+from apot.models import ARCHS, build_model
+from apot.quant.convert import FIRST_LAST_POLICIES
+from apot.quant.levels import MAX_BITS
+from apot.quant.schemes import APOT, FLOAT_BITS, MODEL_BITS, scheme_names
+from apot.quant.modules import ACT_ALPHA_INIT_BY_RULES, QUANTIZER_RULES
+from apot.data.datasets import FOLDER
+from apot.engine.predictions import images_identity, write_predictions
+from apot.data.prepare import load_manifest, load_prepared, manifest_dataset
+from apot.storage.lock import exclusive
+from apot.engine.stopping import StopOnSignals
+from apot.workflow.study import PATH_SETTINGS, same_path, train_defaults
+from apot.engine.threads import threads_in_use, use_threads
+
+# multistep and cosine step once per epoch, as the authors and the reproducibility report;
+# cosine_steps anneals per training step (batch) to zero at the run's last step: the schedule
+# of a short fine-tune, whose end point must not be wherever SGD at full LR happened to stop.
+# cosine_epochs anneals the same way within each epoch and starts again at the next: every
+# epoch ends at such a point, so two epochs' test top-1 show whether the step has converged.
+SCHEDULES = ("multistep", "cosine", "cosine_steps", "cosine_epochs")
+PER_STEP_SCHEDULES = ("cosine_steps", "cosine_epochs")
+# metrics.json first: see set_aside
+RUN_FILES = (METRICS, CHECKPOINT, BEST, HISTORY, PREDICTIONS, PENDING_BEST)
+# Result fields added after 0.1, with the value every older checkpoint was trained with.
+FIELDS_ADDED_SINCE = {"quantizer_rules": "cifar", "act_alpha_calibration": "none"}
+CALIBRATIONS = ("none", "mse")
+CALIBRATION_BATCHES = 2
+# Config fields that do not change the result: a resumed run may differ in these.
+RUNTIME_FIELDS = ("device", "threads", "workers", "progress")
+# Defaults shared with a study's settings are the schema's (apot.workflow.study.SCHEMA_DEFAULTS).
+DEFAULTS = train_defaults()
+CHECK_EVERY_STEPS = 50  # how often a diverging loss is looked for within an epoch
+
+
+class Damaged(Exception):
+    """A run folder's files cannot be resumed from (missing, truncated, not what they record)."""
+
+
+class Changed(Exception):
+    """A run folder holds a run of another config or start."""
+
+
+class Diverged(UserError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. Learning rates are per epoch-0 value; epochs count from 0."""
+    arch: str
+    data: str                      # prepared dataset folder (apot prepare-data)
+    out: str                       # run folder
+    epochs: int
+    bits: int = FLOAT_BITS         # float inner layers
+    scheme: str = APOT
+    k: int = DEFAULTS["k"]
+    first_last: str = DEFAULTS["first_last"]
+    batch_size: int = DEFAULTS["batch_size"]
+    test_batch_size: int = DEFAULTS["test_batch_size"]
+    lr: float = 0.1
+    momentum: float = DEFAULTS["momentum"]
+    weight_decay: float = 5e-4
+    act_alpha_lr: float = DEFAULTS["act_alpha_lr"]  # the authors' CIFAR values
+    act_alpha_wd: float = DEFAULTS["act_alpha_wd"]
+    wgt_alpha_lr: float = DEFAULTS["wgt_alpha_lr"]
+    wgt_alpha_wd: float = DEFAULTS["wgt_alpha_wd"]
+    act_alpha_init: float | None = None  # None: the quantizer rules' (8.0 CIFAR, 6.0 ImageNet)
+    wgt_alpha_init: float = 3.0
+    quantizer_rules: str = "cifar"  # the authors' CIFAR or ImageNet quantizer (apot.quant.modules)
+    # "mse": activation thresholds that no --init provides start at the least-squared-error
+    # value on the first training batches (apot.quant.calibrate), not at act_alpha_init
+    act_alpha_calibration: str = DEFAULTS["act_alpha_calibration"]
+    schedule: str = "multistep"
+    milestones: list[int] = field(default_factory=lambda: [150, 225])
+    gamma: float = DEFAULTS["gamma"]
+    init: str | None = None        # progressive initialization from this checkpoint
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    workers: int = 2               # decoding processes (ImageNet only)
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.act_alpha_init is None and self.quantizer_rules in QUANTIZER_RULES:
+            self.act_alpha_init = ACT_ALPHA_INIT_BY_RULES[self.quantizer_rules]
+
+    def validate(self) -> None:
+        problems = []
+        if self.arch not in ARCHS:
+            problems.append(f"arch {self.arch!r} is unknown ({', '.join(ARCHS)})")
+        if self.epochs < 0 or (self.epochs == 0 and not self.init):
+            problems.append(f"epochs must be at least 1 (0 only with --init: evaluate the "
+                            f"initialization as it is), got {self.epochs}")
+        if self.act_alpha_calibration not in CALIBRATIONS:
+            problems.append(f"act_alpha_calibration must be one of {CALIBRATIONS}, got "
+                            f"{self.act_alpha_calibration!r}")
+        if self.quantizer_rules not in QUANTIZER_RULES:
+            problems.append(f"quantizer_rules must be one of {QUANTIZER_RULES}, got "
+                            f"{self.quantizer_rules!r}")
+        if self.bits != FLOAT_BITS and self.bits not in MODEL_BITS:
+            problems.append(f"bits must be {MODEL_BITS[0]}..{MODEL_BITS[-1]} or {FLOAT_BITS}, "
+                            f"got {self.bits}")
+        if self.scheme not in scheme_names():
+            problems.append(f"scheme must be one of {scheme_names()}, got {self.scheme!r}")
+        if not 1 <= self.k <= MAX_BITS:
+            problems.append(f"k must be 1..{MAX_BITS}, got {self.k}")
+        if self.first_last not in FIRST_LAST_POLICIES:
+            problems.append(f"first_last must be one of {FIRST_LAST_POLICIES}, got {self.first_last!r}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if (self.schedule == "multistep" and self.epochs > 0
+                and any(not 0 < m < self.epochs for m in self.milestones)):
+            problems.append(f"milestones {self.milestones} must lie between 1 and epochs-1 "
+                            f"({self.epochs - 1})")
+        if self.batch_size < 1 or self.test_batch_size < 1:
+            problems.append("batch sizes must be positive")
+        if problems:
+            raise UserError("invalid training config: " + "; ".join(problems))
+
+    def result_fields(self) -> dict:
+        """The fields a resumed run must share with the interrupted one."""
+        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
+
+
+def make_loaders(cfg: TrainConfig, manifest: dict, device: torch.device):
+    """(train, test) loaders: in-memory tensors for prepared small datasets, streamed folders
+    for ImageNet (its manifest points at the folder)."""
+    dataset = manifest_dataset(manifest, cfg.data)
+    mean, std = dataset.mean, dataset.std
+    if dataset.kind == FOLDER:
+        root = Path(manifest["source"]["path"])
+        return (ImageFolderLoader(str(root / "train"), cfg.batch_size, True, device, cfg.seed,
+                                  cfg.workers, mean=mean, std=std),
+                ImageFolderLoader(str(root / "val"), cfg.test_batch_size, False, device,
+                                  workers=cfg.workers, mean=mean, std=std))
+    train_images, train_labels, _ = load_prepared(cfg.data, "train")
+    test_images, test_labels, _ = load_prepared(cfg.data, "test")
+    return (TensorLoader(train_images, train_labels, cfg.batch_size, True, device, cfg.seed,
+                         mean=mean, std=std),
+            TensorLoader(test_images, test_labels, cfg.test_batch_size, False, device,
+                         mean=mean, std=std))
+
+
+def model_description(cfg: TrainConfig) -> dict:
+    return {"arch": cfg.arch, "bits": cfg.bits, "scheme": cfg.scheme, "k": cfg.k,
+            "first_last": cfg.first_last}
+
+
+def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Weights with the base lr/wd; activation and weight clipping thresholds with their own."""
+    act, wgt, rest = [], [], []
+    for name, param in model.named_parameters():
+        if name.endswith(ACT_ALPHA_SUFFIX):
+            act.append(param)
+        elif name.endswith(WEIGHT_ALPHA_SUFFIX):
+            wgt.append(param)
+        else:
+            rest.append(param)
+    groups = [{"params": rest, "name": "weights"}]
+    if act:
+        groups.append({"params": act, "lr": cfg.act_alpha_lr, "weight_decay": cfg.act_alpha_wd,
+                       "name": "act_alpha"})
+    if wgt:
+        groups.append({"params": wgt, "lr": cfg.wgt_alpha_lr, "weight_decay": cfg.wgt_alpha_wd,
+                       "name": "wgt_alpha"})
+    return groups
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """Stepped once per epoch, or once per step for PER_STEP_SCHEDULES; MultiStepLR scales every
+    group (thresholds too), as the authors."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
+    if cfg.schedule == "cosine_steps":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, cfg.epochs * steps_per_epoch))
+    if cfg.schedule == "cosine_epochs":
+        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer, T_0=max(1, steps_per_epoch))
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, cfg.gamma)
+
+
+class Run:
+    """A training run in a folder: builds everything from the config, resumes if it can."""
+
+    def __init__(self, cfg: TrainConfig, stop: StopOnSignals | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.device = resolve_device(cfg.device)
+        self.threads = use_threads(cfg.threads)  # before any kernel runs (apot.engine.threads)
+        self.manifest = load_manifest(cfg.data)
+        self.num_classes = len(self.manifest["classes"])
+        self.train_loader, self.test_loader = make_loaders(cfg, self.manifest, self.device)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.arch, self.num_classes, cfg.bits, cfg.scheme, cfg.k,
+                                 cfg.first_last, rules=cfg.quantizer_rules,
+                                 act_alpha=cfg.act_alpha_init,
+                                 wgt_alpha=cfg.wgt_alpha_init).to(self.device)
+        self.optimizer = torch.optim.SGD(parameter_groups(self.model, cfg), lr=cfg.lr,
+                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, cfg, len(self.train_loader))
+        self.per_step = cfg.schedule in PER_STEP_SCHEDULES
+        self.epoch = 0  # next epoch to run
+        self.history: list[dict] = []
+        self.best = {"top1": -1.0, "epoch": None}
+        self.wall_seconds = 0.0
+        self.executions: list[dict] = []  # one per process that completed an epoch of this run
+        self.started_from: dict | None = None  # the --init file: path, sha256, its origin
+        self.start_eval: dict | None = None    # test metrics of a 0-epoch run's initialization
+        self.calibrated: dict | None = None    # activation thresholds set from data, by layer
+        self.best_file: dict | None = None     # file_record of best.pt, as last written
+        # best.pt's per-image test predictions {"predicted", "labels"}: int16 (N,) tensors
+        self.best_predictions: dict | None = None
+        self.predictions: dict | None = None   # predictions.npz's record, once written
+        self.init_has_act_alpha = False
+        self.stop = stop or StopOnSignals()
+
+    # ---------------------------------------------------------------- state
+    def initialize_from(self, path: str) -> None:
+        """Progressive initialization: weights (and thresholds, if any) of another run."""
+        stored = load_file(path)
+        # bits and scheme may differ (that is the point); the architecture may not
+        state = restore_model(self.model, stored, {"arch": self.cfg.arch}, progressive=True,
+                              source=f"--init {path}")
+        self.init_has_act_alpha = any(k.endswith(ACT_ALPHA_SUFFIX) for k in state)
+        origin = stored.get("origin") if isinstance(stored, dict) else None
+        self.started_from = {"file": str(path), "sha256": file_sha256(path),
+                             **({"origin": origin} if isinstance(origin, dict) else {})}
+
+    def state(self) -> dict:
+        return {"model": model_description(self.cfg), "state_dict": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch,
+                "history": self.history, "best": self.best, "wall_seconds": self.wall_seconds,
+                "executions": self.executions, "config": self.cfg.result_fields(),
+                "started_from": self.started_from, "act_alpha_calibrated": self.calibrated,
+                "data_identity": data_identity(self.manifest), "best_file": self.best_file,
+                "start_eval": self.start_eval, "apot_version": __version__,
+                "best_predictions": self.best_predictions,
+                "rng": {"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
+
+    def resume(self) -> bool:
+        """Load checkpoint.pt if there is one; False for a fresh run. Raises Damaged when the
+        folder's files cannot be resumed from, Changed when they hold another run."""
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            (self.out / PENDING_BEST).unlink(missing_ok=True)  # from a first epoch cut short
+            left = [name for name in (BEST, HISTORY, METRICS) if (self.out / name).exists()]
+            if left:
+                raise Damaged(f"{CHECKPOINT} is missing beside {', '.join(left)}")
+            return False
+        try:
+            stored = load_file(path)
+        except UserError as exc:
+            raise Damaged(str(exc)) from None
+        if not isinstance(stored, dict) or not {"state_dict", "optimizer", "epoch"} <= set(stored):
+            raise Damaged(f"{path} is not a run's checkpoint")
+        self.check_same_run(stored)
+        try:
+            restore_model(self.model, stored, model_description(self.cfg), source=str(path))
+            self.optimizer.load_state_dict(stored["optimizer"])
+            self.scheduler.load_state_dict(stored["scheduler"])
+        except (UserError, ValueError, KeyError, RuntimeError) as exc:
+            # the same config, another model or optimizer state: made by other code
+            raise Changed(f"{path} does not fit the model this version builds ({exc})") from None
+        self.epoch, self.history = stored["epoch"], stored["history"]
+        self.best, self.wall_seconds = stored["best"], stored["wall_seconds"]
+        self.executions = stored.get("executions", [])  # absent in checkpoints before 0.1
+        self.started_from = stored.get("started_from")
+        self.calibrated = stored.get("act_alpha_calibrated")
+        self.start_eval = stored.get("start_eval")
+        self.best_file = stored.get("best_file")
+        self.best_predictions = stored.get("best_predictions")  # absent before 0.3
+        self.settle_best()
+        torch.set_rng_state(stored["rng"]["torch"])
+        if stored["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(stored["rng"]["cuda"])
+        return True
+
+    def check_same_run(self, stored: dict) -> None:
+        """Raise Changed if the checkpoint was made by another config, on other data or from
+        another start. Paths count by what they hold: a moved folder, or the same file spelled
+        another way, is the same run."""
+        saved = {**FIELDS_ADDED_SINCE, **stored.get("config", {})}
+        differ = {k: (saved.get(k), v) for k, v in self.cfg.result_fields().items()
+                  if k not in PATH_SETTINGS and saved.get(k) != v}
+        identity = stored.get("data_identity")
+        if identity is not None and identity != data_identity(self.manifest):
+            differ["data"] = ("other prepared tensors", f"{self.cfg.data}")
+        elif identity is None and not same_path(saved.get("data"), self.cfg.data):
+            differ["data"] = (saved.get("data"), self.cfg.data)
+        recorded = (stored.get("started_from") or {}).get("sha256")
+        if (saved.get("init") is None) != (self.cfg.init is None):
+            differ["init"] = (saved.get("init"), self.cfg.init)
+        elif self.cfg.init is not None and recorded and Path(self.cfg.init).is_file():
+            now = file_sha256(self.cfg.init)
+            if now != recorded:
+                differ["init"] = (f"a file of sha256 {recorded[:12]}",
+                                  f"{self.cfg.init} of sha256 {now[:12]}")
+        elif self.cfg.init is not None and not recorded and not same_path(saved["init"],
+                                                                           self.cfg.init):
+            differ["init"] = (saved.get("init"), self.cfg.init)
+        if differ:
+            listed = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
+            raise Changed(f"{self.out} holds a run with another config ({listed})")
+
+    def settle_best(self) -> None:
+        """Make best.pt the file the checkpoint records: a pending one the checkpoint names is
+        moved in (the process stopped between the two renames of save); one it does not name
+        is from an epoch that was not completed, and goes. Raises Damaged if best.pt is not
+        what the checkpoint records."""
+        pending = self.out / PENDING_BEST
+        if pending.exists():
+            if self.best_file is not None and file_record(pending) == self.best_file:
+                os.replace(pending, self.out / BEST)
+            else:
+                pending.unlink()
+        best = self.out / BEST
+        if self.best_file is None:  # a checkpoint from before the record: best.pt must load
+            if best.is_file():
+                try:
+                    load_file(best)
+                except UserError as exc:
+                    raise Damaged(str(exc)) from None
+            return
+        if not best.is_file():
+            raise Damaged(f"{BEST} is missing")
+        if file_record(best) != self.best_file:
+            raise Damaged(f"{BEST} is not the file its checkpoint records (truncated or "
+                          f"replaced: {os.path.getsize(best)} bytes, "
+                          f"{self.best_file['bytes']} when written)")
+
+    def save(self, improved: bool) -> None:
+        """best.pt, checkpoint.pt and history.csv of the epoch just completed. The new best.pt
+        is written aside first and renamed in after the checkpoint that records it, so that
+        the two always agree: a stop between leaves a pending file the resume settles."""
+        pending = self.out / PENDING_BEST
+        recorded = self.best_file
+        try:
+            if improved:
+                save_atomic({"model": model_description(self.cfg),
+                             "state_dict": self.model.state_dict(), "epoch": self.epoch,
+                             "best_top1": self.best["top1"]}, pending)
+                self.best_file = file_record(pending)
+            save_atomic(self.state(), self.out / CHECKPOINT)
+        except BaseException:
+            pending.unlink(missing_ok=True)  # the epoch is not saved: nor is its best
+            self.best_file = recorded
+            raise
+        if improved:
+            os.replace(pending, self.out / BEST)
+        write_history(self.out / HISTORY, self.history)
+
+    # ---------------------------------------------------------------- loops
+    def train_epoch(self) -> dict:
+        self.model.train()
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, correct, n
+        start = time.perf_counter()
+        bar = progress_bar(len(self.train_loader), f"epoch {self.epoch}", self.cfg.progress)
+        for step, (x, y) in enumerate(self.train_loader.epoch(self.epoch)):
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.per_step:
+                self.scheduler.step()
+            with torch.no_grad():
+                totals += torch.stack([loss.detach().double() * len(y),
+                                       (logits.argmax(1) == y).sum().double(),
+                                       torch.tensor(len(y), dtype=torch.float64,
+                                                    device=self.device)])
+            if step % CHECK_EVERY_STEPS == 0:
+                self.check_finite(totals[0].item(), "the training loss")
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0:
+                    loss_sum, correct, n = totals.tolist()
+                    bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{100 * correct / n:.1f}",
+                                    img_s=f"{n / (time.perf_counter() - start):.0f}")
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - start
+        loss_sum, correct, n = totals.tolist()
+        self.check_finite(loss_sum, "the training loss")
+        return {"train_loss": loss_sum / n, "train_top1": 100 * correct / n,
+                "images_per_s": n / seconds, "epoch_seconds": seconds}
+
+    @torch.no_grad()
+    def test(self) -> tuple[dict, dict]:
+        """The test split's metrics (history fields) and per-image predictions (int16 (N,)
+        tensors "predicted" and "labels")."""
+        from apot.engine.evaluate import evaluate
+        result = evaluate(self.model, self.test_loader.epoch(), self.device,
+                          keep_predictions=True)
+        predictions = {k: result[k].to(torch.int16) for k in ("predicted", "labels")}
+        return ({"test_loss": result["loss"], "test_top1": result["top1"],
+                 "test_top5": result["top5"]}, predictions)
+
+    def run(self, resumed: bool | None = None) -> dict:
+        """Train from where ``resume`` left the run (``resumed``; None: resume now) to its
+        last epoch. Unlocked: ``train`` is the entry point that locks the folder."""
+        if resumed is None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            resumed = self.resume()
+        with self.stop.active():
+            return self._run(resumed)
+
+    def _run(self, resumed: bool) -> dict:
+        if not resumed and self.cfg.init:
+            self.initialize_from(self.cfg.init)
+        if not resumed and self.cfg.act_alpha_calibration == "mse" and not self.init_has_act_alpha:
+            self.calibrate()
+        execution = {**execution_context(), "first_epoch": self.epoch, "epochs": 0}
+        print(f"apot train: {self.out} on {describe(execution)}, device {self.device}, "
+              + (f"resuming after epoch {self.epoch} of {self.cfg.epochs}" if resumed
+                 else f"from epoch 1 of {self.cfg.epochs}" if self.cfg.epochs
+                 else "0 epochs: the initialization as it is")
+              + (f", initialized from {self.cfg.init}" if self.cfg.init and not resumed else ""),
+              file=sys.stderr, flush=True)
+        if self.cfg.epochs == 0 and self.start_eval is None:  # (not in checkpoints before 0.2)
+            self.evaluate_start()
+        while self.epoch < self.cfg.epochs:
+            lr = self.optimizer.param_groups[0]["lr"]
+            started = time.perf_counter()
+            trained = self.train_epoch()
+            tested, predictions = self.test()
+            row = {"epoch": self.epoch, "lr": lr, **trained, **tested}
+            self.wall_seconds += time.perf_counter() - started
+            self.check_finite(row["test_loss"], "the test loss")
+            self.history.append(row)
+            improved = row["test_top1"] > self.best["top1"]
+            if improved:
+                self.best = {"top1": row["test_top1"], "epoch": self.epoch}
+                self.best_predictions = predictions
+            if not self.per_step:
+                self.scheduler.step()
+            self.epoch += 1
+            if execution["epochs"] == 0:
+                self.executions.append(execution)
+            execution["epochs"] += 1
+            execution["threads"] = threads_in_use()  # as the epoch's kernels left them
+            with self.stop.atomic():  # a stop lands before or after, never inside
+                self.save(improved)
+                print(epoch_line(row, self.cfg.epochs), file=sys.stderr, flush=True)
+        write_history(self.out / HISTORY, self.history)  # also if the last save stopped short
+        self.predictions = self.write_predictions()
+        metrics = self.metrics()
+        write_text_atomic(self.out / METRICS, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+        return metrics
+
+    def check_finite(self, value: float, what: str) -> None:
+        """Stop the run before it saves anything once ``value`` is NaN or infinite: the files
+        keep the last completed epoch."""
+        if not math.isfinite(value):
+            kept = (f"its files keep epoch {self.epoch}, the last finite one" if self.epoch
+                    else "no epoch completed, so nothing of it was saved")
+            raise Diverged(f"run {self.out} diverged in epoch {self.epoch + 1}: {what} is "
+                           f"{value}; {kept}. Lower --lr (or the thresholds' --act-alpha-lr), "
+                           f"or check the data")
+
+    def calibrate(self) -> None:
+        """Activation thresholds from the first training batches (apot.quant.calibrate); the
+        batches are epoch 0's, drawn again by its own generator, so training is unchanged."""
+        from itertools import islice
+
+        from apot.quant.calibrate import calibrate_activation_alphas
+        batches = islice(self.train_loader.epoch(0), CALIBRATION_BATCHES)
+        found = calibrate_activation_alphas(self.model, batches, seed=self.cfg.seed)
+        self.calibrated = {name: round(alpha, 6) for name, alpha in found.items()} or None
+        if found:
+            print(f"apot train: activation thresholds calibrated on {CALIBRATION_BATCHES} "
+                  f"batches: {min(found.values()):.3g} to {max(found.values()):.3g}",
+                  file=sys.stderr, flush=True)
+
+    def evaluate_start(self) -> None:
+        """0 epochs: the run is its initialization as it is (a released model taken as the
+        chain's FP32 step, as the authors start ImageNet from torchvision's weights)."""
+        started = time.perf_counter()
+        self.start_eval, self.best_predictions = self.test()
+        self.wall_seconds += time.perf_counter() - started
+        self.check_finite(self.start_eval["test_loss"], "the test loss of the initialization")
+        self.best = {"top1": self.start_eval["test_top1"], "epoch": None}
+        print(f"apot train: 0 epochs: the initialization as it is, test top-1 "
+              f"{self.start_eval['test_top1']:.2f}", file=sys.stderr, flush=True)
+        with self.stop.atomic():
+            self.save(improved=True)
+
+    def write_predictions(self) -> dict:
+        """predictions.npz of best.pt; a checkpoint from before they were kept has none, and
+        best.pt is evaluated again for them. Returns the file's record."""
+        if self.best_predictions is None:
+            restore_model(self.model, load_file(self.out / BEST), model_description(self.cfg),
+                          source=str(self.out / BEST))
+            _, self.best_predictions = self.test()
+        kept = self.best_predictions
+        return write_predictions(self.out / PREDICTIONS, kept["predicted"].numpy(),
+                                 kept["labels"].numpy(), images_identity(self.manifest))
+
+    def metrics(self) -> dict:
+        last = self.history[-1] if self.history else self.start_eval
+        return {"best_top1": self.best["top1"], "best_epoch": self.best["epoch"],
+                "final_top1": last["test_top1"], "final_top5": last["test_top5"],
+                "final_test_loss": last["test_loss"], "epochs": self.cfg.epochs,
+                "wall_seconds": round(self.wall_seconds, 2), "device": str(self.device),
+                # the threads that trained the run (its last process), not those of a process
+                # that only rewrote its metrics
+                "threads": (self.executions[-1].get("threads") if self.executions
+                            else None) or threads_in_use(),
+                "seed": self.cfg.seed, "dataset": self.manifest.get("dataset"),
+                "data_source": self.manifest.get("source", {}).get("kind"),
+                **model_description(self.cfg), "init": self.cfg.init,
+                "started_from": self.started_from, "quantizer_rules": self.cfg.quantizer_rules,
+                "act_alpha_calibrated": self.calibrated,
+                "schedule": self.cfg.schedule, "executions": self.executions,
+                "files": run_files_record(self.out),
+                # what the run was trained with: the workflow and `apot summarize` compare it
+                # with the study's settings of the run (apot.workflow.study.recorded_differences)
+                "config": self.cfg.result_fields(),
+                "predictions": self.predictions,
+                "note": ("best_top1: best test top-1 over epochs (the authors' reporting, which "
+                         "selects on the test set); final_top1: the last epoch's test top-1")}
+
+
+def execution_context() -> dict:
+    """Where this process runs: host name, the SLURM job id when it is a SLURM job, and the
+    CPU threads torch and numba use."""
+    return {"host": socket.gethostname(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "threads": threads_in_use()}
+
+
+def describe(execution: dict) -> str:
+    job = execution.get("slurm_job_id")
+    return execution["host"] + (f" (SLURM job {job})" if job else "")
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """One line per completed epoch, for logs that are read while a job runs."""
+    return (f"epoch {row['epoch'] + 1}/{epochs}: lr {row['lr']:.4g}, train loss "
+            f"{row['train_loss']:.4f}, train top-1 {row['train_top1']:.2f}, test top-1 "
+            f"{row['test_top1']:.2f}, {row['epoch_seconds']:.1f} s training")
+
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
+                mininterval=0.5 if sys.stderr.isatty() else 30.0)
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: row[k] for k in HISTORY_FIELDS})
+    write_text_atomic(path, buffer.getvalue())
+
+
+def data_identity(manifest: dict) -> dict:
+    """What a prepared dataset holds: its tensors' sha256 (small datasets), or the fingerprint
+    of the image folder it points at (ImageNet)."""
+    return manifest.get("files") or {"listing_sha256": manifest.get("source", {}).get(
+        "listing_sha256")}
+
+
+def set_aside(out: Path, kind: str) -> Path:
+    """Move a run folder's files into ``out/<kind>-<UTC time>/`` (kept, never deleted).
+    metrics.json goes first: a folder seen halfway through is an incomplete run, not a complete
+    one missing its files."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = out / f"{kind}-{stamp}"
+    for n in range(2, 100):
+        try:
+            aside.mkdir()
+            break
+        except FileExistsError:
+            aside = out / f"{kind}-{stamp}-{n}"
+    for name in RUN_FILES:
+        try:
+            os.replace(out / name, aside / name)
+        except FileNotFoundError:
+            pass
+    return aside
+
+
+def train(cfg: TrainConfig, restart_if_changed: bool = False) -> dict:
+    """Train (or resume, or find complete) the run described by ``cfg``; returns its metrics.
+
+    One process at a time: the run folder is locked (apot.storage.lock). A folder whose files are
+    damaged is set aside (``damaged-*``) and the run starts over; one holding another run
+    (config, data or start) is an error, or with ``restart_if_changed`` is set aside
+    (``superseded-*``) too. A run folder this call created is removed again if it fails
+    before writing anything into it.
+    """
+    cfg.validate()
+    with exclusive(cfg.out, "run"):
+        return _train_locked(cfg, restart_if_changed)
+
+
+def _train_locked(cfg: TrainConfig, restart_if_changed: bool) -> dict:
+    stop = StopOnSignals()
+    with stop.active():  # a stop while resuming or setting aside is a clean stop too
+        run = Run(cfg, stop)
+        try:
+            resumed = run.resume()
+        except (Damaged, Changed) as problem:
+            if isinstance(problem, Changed) and not restart_if_changed:
+                raise UserError(f"{problem}; use a new --out folder, or pass "
+                                f"--restart-if-changed to set its files aside and start over"
+                                ) from None
+            with stop.atomic():
+                aside = set_aside(run.out, "damaged" if isinstance(problem, Damaged)
+                                  else "superseded")
+            print(f"apot train: {run.out}: {problem}; its files were moved to {aside} and the "
+                  f"run starts over", file=sys.stderr, flush=True)
+            run, resumed = Run(cfg, stop), False
+        metrics_path = run.out / METRICS
+        if (resumed and run.epoch >= cfg.epochs and metrics_path.exists()
+                and not check_run(run.out)):
+            metrics = json.loads(metrics_path.read_text())
+            # else written before the config or the predictions were kept: write it again
+            if "config" in metrics and "predictions" in metrics:
+                return metrics
+        return run.run(resumed)

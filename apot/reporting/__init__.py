@@ -1,0 +1,1 @@
+"""Results into evidence: the summary, noise, claims and verdicts, figures, the HTML/PDF report, DVC plots."""
