@@ -15,10 +15,10 @@ from apot.quant.schemes import FLOAT, FLOAT_BITS, MODEL_BITS, integer_range_prob
 from apot.data.sources import mirror_folder
 from apot.workflow.study import AUTHORS_BITS as AUTHORS_BITS_ALL
 from apot.workflow.study import (AUTHORS_ARCH, STUDY_ENV, authors_checkpoints, check_config,
-                        check_data, best_model_settings, check_starts, data_sources,
-                        dataset_of, expand_runs, export_settings, run_problems, start_file,
-                        start_path, study_digest, study_record, study_text, train_settings,
-                        write_study)
+                                 check_data, best_model_settings, check_starts, data_sources,
+                                 dataset_of, expand_runs, export_settings, run_problems, start_file,
+                                 start_path, study_digest, study_record, study_text, train_settings,
+                                 write_study)
 
 PRESET = config["preset"]
 LAYOUT = ResultsLayout.of_preset(PRESET)

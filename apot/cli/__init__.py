@@ -173,7 +173,7 @@ def _predictions_identity(args: argparse.Namespace) -> str:
     """What ``apot eval``'s images are: a prepared test split whole is named as a training run
     names it (so the two compare); anything else by its path, split and limit."""
     from apot.engine.predictions import images_identity
-    from apot.data.prepare import load_manifest
+    from apot.data.manifest import load_manifest
 
     data = Path(args.data)
     if (data / MANIFEST).is_file() and args.split == "test" and not args.limit_per_class:
@@ -345,7 +345,8 @@ def _eval_batches(args: argparse.Namespace, device) -> tuple:
     image folder or archive of small images."""
     from apot.data.archives import read_split
     from apot.data.loader import ImageFolderLoader, TensorLoader
-    from apot.data.prepare import load_prepared, manifest_dataset
+    from apot.data.manifest import manifest_dataset
+    from apot.data.prepare import load_prepared
 
     data = Path(args.data)
     if ARCHS[args.arch][2] != 32:
@@ -536,9 +537,9 @@ REQUIRED_TRAIN_FLAGS = ("arch", "data", "out", "epochs")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from apot.engine.train import TrainConfig
+    from apot.engine.train import MILESTONES, TrainConfig
     defaults = {f.name: f.default for f in TrainConfig.__dataclass_fields__.values()}
-    defaults["milestones"] = [150, 225]
+    defaults["milestones"] = list(MILESTONES)
     p.add_argument("--study", type=Path, default=None,
                    help="a workflow job: the study file the Snakefile writes "
                         "(results/<preset>/studies/<digest>.json), with --run; it gives every "

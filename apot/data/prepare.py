@@ -15,7 +15,6 @@ Sources, in the order they are tried for CIFAR:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
 import tarfile
@@ -28,9 +27,11 @@ import torch.nn.functional as F
 
 from apot import __version__
 from apot.storage.checkpoints import save_atomic
-from apot.layout import file_sha256, write_text_atomic
+from apot.layout import file_sha256
 from apot.data.archives import IMAGE_SUFFIXES, read_splits
 from apot.errors import UserError
+from apot.data.manifest import load_manifest
+from apot.storage.jsonfile import write_json
 from apot.storage.lock import exclusive
 from apot.data.datasets import ARCHIVE, FOLDER, GENERATED, Dataset, get_dataset
 from apot.layout import MANIFEST
@@ -126,7 +127,7 @@ def _write_small(out: Path, name: str, data: dict, info: dict, per_class: dict,
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:
-    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    write_json(out / MANIFEST, manifest)
 
 
 def _imagenet_manifest(name: str, root: Path) -> dict:
@@ -200,26 +201,6 @@ def _prepare_locked(dataset: Dataset, out: Path, mirror: str | None, download_ro
     else:
         data, info = _from_download(name, Path(download_root) if download_root else out / "download")
     return _write_small(out, name, data, info, per_class, seed)
-
-
-def load_manifest(folder: str | os.PathLike) -> dict:
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise UserError(f"{folder} is not a prepared dataset (no {MANIFEST}); "
-                        f"run 'apot prepare-data' first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is damaged ({exc}); prepare the dataset again") from None
-
-
-def manifest_dataset(manifest: dict, folder: str | os.PathLike):
-    """The registered dataset (apot.data.datasets) a prepared dataset was made from."""
-    try:
-        return get_dataset(manifest.get("dataset", ""))
-    except ValueError as exc:
-        raise UserError(f"{folder}: its manifest names {exc}; prepare it again with "
-                        f"'apot prepare-data'") from None
 
 
 def load_prepared(folder: str | os.PathLike, split: str, verify: bool = True) -> tuple[torch.Tensor, torch.Tensor, dict]:

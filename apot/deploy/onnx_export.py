@@ -543,6 +543,17 @@ def build_onnx(model: nn.Module, form: str, input_size: int, metadata: dict[str,
     return onnx_model
 
 
+def write_onnx(model, out: Path) -> bytes:
+    """Check ``model`` (onnx.checker, full) and write it to ``out`` atomically; its bytes."""
+    import onnx
+    from apot.layout import write_bytes_atomic
+
+    onnx.checker.check_model(model, full_check=True)
+    data = model.SerializeToString()
+    write_bytes_atomic(out, data)
+    return data
+
+
 def export_onnx(model: nn.Module, description: dict, num_classes: int, source: Path,
                 out: Path, form: str, input_size: int) -> dict:
     """Write ``model`` (described by ``description``: arch, bits, scheme, k, first_last) as an
@@ -550,7 +561,6 @@ def export_onnx(model: nn.Module, description: dict, num_classes: int, source: P
     prints."""
     import hashlib
     from apot.layout import file_sha256
-    from apot.deploy.onnx_run import write_onnx
     from apot.deploy.packed_file import DESCRIPTION_FIELDS, float32_size
 
     described = {field: description[field] for field in DESCRIPTION_FIELDS}

@@ -1,5 +1,5 @@
-"""ONNX models written by ``apot export --format onnx``: read them safely, write them atomically,
-run them in ONNX Runtime's CPU provider, and count the convolutions it runs on integers.
+"""ONNX models written by ``apot export --format onnx``: read them safely, run them in
+ONNX Runtime's CPU provider, and count the convolutions it runs on integers.
 
 A file is refused with one line (UserError) when it is missing, too large, not ONNX (truncated,
 another format), not ours (no ``apot.form`` metadata), keeps its weights outside the file, or
@@ -24,17 +24,6 @@ QUOTED_CHARS = 200            # of a library's message quoted in a one-line refu
 # the operators that compute a convolution on integers, after ONNX Runtime's graph optimization
 INTEGER_CONV_OPS = ("QLinearConv", "NhwcQLinearConv", "ConvInteger")
 FIX = "re-export it with apot export --format onnx"
-
-
-def write_onnx(model, out: Path) -> bytes:
-    """Check ``model`` (onnx.checker, full) and write it to ``out`` atomically; its bytes."""
-    import onnx
-    from apot.layout import write_bytes_atomic
-
-    onnx.checker.check_model(model, full_check=True)
-    data = model.SerializeToString()
-    write_bytes_atomic(out, data)
-    return data
 
 
 def read_onnx(path: Path):

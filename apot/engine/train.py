@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import socket
@@ -32,25 +31,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from apot import __version__
-from apot.storage.checkpoints import (ACT_ALPHA_SUFFIX, WEIGHT_ALPHA_SUFFIX, load_file, restore_model,
-                          save_atomic)
+from apot.storage.checkpoints import (ACT_ALPHA_SUFFIX, WEIGHT_ALPHA_SUFFIX, load_file,
+                                      restore_model, save_atomic)
 from apot.engine.device import resolve_device
 from apot.errors import UserError
+from apot.storage.jsonfile import read_json, write_json
 from apot.storage.integrity import check_run, file_record, run_files_record
 from apot.layout import (BEST, CHECKPOINT, HISTORY, HISTORY_FIELDS, METRICS, PENDING_BEST,
-                     PREDICTIONS, file_sha256, write_text_atomic)
+                         PREDICTIONS, file_sha256, write_text_atomic)
 from apot.data.loader import ImageFolderLoader, TensorLoader
 from apot.models import ARCHS, build_model
 from apot.quant.convert import FIRST_LAST_POLICIES
 from apot.quant.levels import MAX_BITS
 from apot.quant.schemes import APOT, FLOAT_BITS, MODEL_BITS, scheme_names
-from apot.quant.modules import ACT_ALPHA_INIT_BY_RULES, QUANTIZER_RULES
+from apot.quant.modules import ACT_ALPHA_INIT_BY_RULES, QUANTIZER_RULES, WGT_ALPHA_INIT
 from apot.data.datasets import FOLDER
 from apot.engine.predictions import images_identity, write_predictions
-from apot.data.prepare import load_manifest, load_prepared, manifest_dataset
+from apot.data.manifest import load_manifest, manifest_dataset
+from apot.data.prepare import load_prepared
 from apot.storage.lock import exclusive
+from apot.engine.settings import PATH_SETTINGS, same_path, train_defaults
 from apot.engine.stopping import StopOnSignals
-from apot.workflow.study import PATH_SETTINGS, same_path, train_defaults
 from apot.engine.threads import threads_in_use, use_threads
 
 # multistep and cosine step once per epoch, as the authors and the reproducibility report;
@@ -68,8 +69,10 @@ CALIBRATIONS = ("none", "mse")
 CALIBRATION_BATCHES = 2
 # Config fields that do not change the result: a resumed run may differ in these.
 RUNTIME_FIELDS = ("device", "threads", "workers", "progress")
-# Defaults shared with a study's settings are the schema's (apot.workflow.study.SCHEMA_DEFAULTS).
+# Defaults shared with a study's settings are the schema's (apot.engine.settings.SCHEMA_DEFAULTS).
 DEFAULTS = train_defaults()
+# The authors' CIFAR schedule: 300 epochs, the learning rate divided by 10 at these epochs
+MILESTONES = (150, 225)
 CHECK_EVERY_STEPS = 50  # how often a diverging loss is looked for within an epoch
 
 
@@ -106,13 +109,13 @@ class TrainConfig:
     wgt_alpha_lr: float = DEFAULTS["wgt_alpha_lr"]
     wgt_alpha_wd: float = DEFAULTS["wgt_alpha_wd"]
     act_alpha_init: float | None = None  # None: the quantizer rules' (8.0 CIFAR, 6.0 ImageNet)
-    wgt_alpha_init: float = 3.0
+    wgt_alpha_init: float = WGT_ALPHA_INIT
     quantizer_rules: str = "cifar"  # the authors' CIFAR or ImageNet quantizer (apot.quant.modules)
     # "mse": activation thresholds that no --init provides start at the least-squared-error
     # value on the first training batches (apot.quant.calibrate), not at act_alpha_init
     act_alpha_calibration: str = DEFAULTS["act_alpha_calibration"]
     schedule: str = "multistep"
-    milestones: list[int] = field(default_factory=lambda: [150, 225])
+    milestones: list[int] = field(default_factory=lambda: list(MILESTONES))
     gamma: float = DEFAULTS["gamma"]
     init: str | None = None        # progressive initialization from this checkpoint
     seed: int = 0
@@ -489,7 +492,7 @@ class Run:
         write_history(self.out / HISTORY, self.history)  # also if the last save stopped short
         self.predictions = self.write_predictions()
         metrics = self.metrics()
-        write_text_atomic(self.out / METRICS, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+        write_json(self.out / METRICS, metrics)
         return metrics
 
     def check_finite(self, value: float, what: str) -> None:
@@ -662,7 +665,7 @@ def _train_locked(cfg: TrainConfig, restart_if_changed: bool) -> dict:
         metrics_path = run.out / METRICS
         if (resumed and run.epoch >= cfg.epochs and metrics_path.exists()
                 and not check_run(run.out)):
-            metrics = json.loads(metrics_path.read_text())
+            metrics = read_json(metrics_path, "delete the run folder and train again")
             # else written before the config or the predictions were kept: write it again
             if "config" in metrics and "predictions" in metrics:
                 return metrics

@@ -62,7 +62,7 @@ def activation_forward(x: torch.Tensor, alpha: torch.Tensor, table) -> tuple:
     ``table``: the projector's ``LevelTable`` (with buckets).
     """
     out, inside, d_alpha = (torch.empty_like(x) for _ in range(3))
-    _, _, bucket_threshold, pair_level, _ = table._tensors(x.device)
+    _, _, bucket_threshold, pair_level, _ = table.tensors(x.device)
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     _activation_forward(_flat_array(x), np.float32(alpha.item()), table.shift,
                         bucket_threshold.numpy(), pair_level.numpy(), _flat_array(out),

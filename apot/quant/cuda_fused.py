@@ -29,6 +29,8 @@ from functools import lru_cache
 
 import torch
 
+from apot.quant.memory import storage_flat
+
 BLOCK = 1024  # elements per program: a multiple of the warp size, enough work per launch
 
 ENABLED = os.environ.get("APOT_CUDA_FUSED", "0") == "1"  # see the module's docstring
@@ -89,10 +91,9 @@ def activation_forward(x: torch.Tensor, alpha: torch.Tensor, table, kernel=None)
     """
     kernel = kernel or compiled_kernel()
     out, inside, d_alpha = (torch.empty_like(x) for _ in range(3))
-    _, _, bucket_threshold, pair_level, _ = table._tensors(x.device)
+    _, _, bucket_threshold, pair_level, _ = table.tensors(x.device)
     n = x.numel()
     if n:
-        from apot.quant.functional import storage_flat  # (functional imports this module)
         flat = [storage_flat(t) for t in (x, out, inside, d_alpha)]
         grid = ((n + BLOCK - 1) // BLOCK,)
         kernel[grid](flat[0], alpha.detach().reshape(1), bucket_threshold, pair_level, *flat[1:],

@@ -31,28 +31,12 @@ import numpy as np
 import torch
 
 from apot.quant import cpu_fused, cuda_fused
+from apot.quant.memory import dense, shaped_like, storage_flat
 from apot.quant.schemes import get_scheme, magnitude_levels
 
 _MAX_BUCKETS = 1 << 18
 
 
-def _dense(x: torch.Tensor) -> torch.Tensor:
-    """``x`` itself if its elements fill its memory densely (contiguous in the standard or the
-    channels-last format), else a contiguous copy. Element-wise work then runs in storage order,
-    and outputs keep the input's memory format (a channels-last network stays channels-last)."""
-    if x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
-        return x
-    return x.contiguous()
-
-
-def storage_flat(x: torch.Tensor) -> torch.Tensor:
-    """1-D view of a dense tensor's elements in memory order."""
-    return x.as_strided((x.numel(),), (1,))
-
-
-def shaped_like(flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """View a fresh 1-D tensor with the shape and memory layout of dense tensor ``x``."""
-    return flat.as_strided(x.size(), x.stride(), 0)
 _ONE_BITS = int(np.float32(1.0).view(np.int32))
 
 
@@ -124,7 +108,7 @@ class LevelTable:
     def __len__(self) -> int:
         return self.levels.numel()
 
-    def _tensors(self, device: torch.device) -> tuple:
+    def tensors(self, device: torch.device) -> tuple:
         """The table's tensors on ``device``, copied there once."""
         if device not in self._on_device:
             tensors = (self.levels, self.thresholds, self._bucket_threshold, self._pair_level,
@@ -156,18 +140,18 @@ class LevelTable:
         Elements below 0 map to level 0; ``x`` must not exceed 1 (clamp first).
         """
         self._check_input(x)
-        levels, thresholds, bucket_threshold, _, pair_index = self._tensors(x.device)
+        levels, thresholds, bucket_threshold, _, pair_index = self.tensors(x.device)
         if bucket_threshold is None:
             return torch.bucketize(x, thresholds)
-        x = _dense(x)
+        x = dense(x)
         slot, _ = self._pair_slot(storage_flat(x), bucket_threshold)
         return shaped_like(pair_index.index_select(0, slot), x)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Nearest level to each element of float32 ``x`` (x <= 1), ties to the lower level."""
         self._check_input(x)
-        levels, thresholds, bucket_threshold, pair_level, _ = self._tensors(x.device)
-        x = _dense(x)
+        levels, thresholds, bucket_threshold, pair_level, _ = self.tensors(x.device)
+        x = dense(x)
         if bucket_threshold is None:
             slot = torch.bucketize(storage_flat(x), thresholds)
             return shaped_like(levels.index_select(0, slot), x)
@@ -227,9 +211,9 @@ class Projector:
 def quantize_activation(x: torch.Tensor, alpha: torch.Tensor, project: Projector) -> torch.Tensor:
     """Value of the activation quantizer without autograd bookkeeping (evaluation)."""
     if cpu_fused.usable(x, project):
-        return cpu_fused.activation_forward(_dense(x), alpha, project.table)[0]
+        return cpu_fused.activation_forward(dense(x), alpha, project.table)[0]
     if cuda_fused.usable(x, project):
-        return cuda_fused.activation_forward(_dense(x), alpha, project.table)[0]
+        return cuda_fused.activation_forward(dense(x), alpha, project.table)[0]
     return project((x / alpha).clamp_(max=1)).mul_(alpha)
 
 
@@ -241,7 +225,7 @@ def activation_parts(x: torch.Tensor, alpha: torch.Tensor, project: Projector) -
     (``cpu_fused``), on CUDA one fused kernel (``cuda_fused``); these torch operations are
     their reference, bit for bit.
     """
-    x = _dense(x)  # element-wise ops keep x's memory format
+    x = dense(x)  # element-wise ops keep x's memory format
     if cpu_fused.usable(x, project):
         return cpu_fused.activation_forward(x, alpha, project.table)
     if cuda_fused.usable(x, project):
@@ -280,7 +264,7 @@ class ActivationQuantFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         inside, d_alpha = ctx.saved_tensors
-        grad_out = _dense(grad_out)
+        grad_out = dense(grad_out)
         grad_x = grad_out * inside
         if grad_out.stride() == d_alpha.stride():  # same memory order: a dot product in place
             grad_alpha = torch.dot(storage_flat(grad_out), storage_flat(d_alpha))

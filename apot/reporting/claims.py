@@ -530,7 +530,7 @@ def warm_matches_authors(summary: dict, cost: dict | None) -> dict:
                 theirs.append(ev.fixed(f"the authors' released {bits}-bit model", evals[bits],
                                        weight))
         if ours[0] is not None and not _same_test_images(summary, ours[0].group):
-            ev.missing.append((f"the authors' models on the warm chain's test images",
+            ev.missing.append(("the authors' models on the warm chain's test images",
                                "evaluated on other test images"))
         return [ev.compare(f"{arch} {MATCH_AUTHORS_BITS}-bit: our drop minus the authors' drop",
                            ours + theirs, BELOW, MATCH_AUTHORS_POINTS, gated=True)]

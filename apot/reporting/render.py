@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import re
 from pathlib import Path
@@ -19,9 +18,10 @@ import yaml
 from apot.layout import write_text_atomic
 from apot.reporting.claims import VERDICTS, claims_document, group_index
 from apot.errors import UserError
+from apot.storage.jsonfile import read_json, write_json
 from apot.quant.levels import apot_terms
 from apot.quant.schemes import (APOT, FLOAT, FLOAT_BITS, POT, REGISTRY, UNIFORM,
-                            integer_range_problem, scheme_names)
+                                integer_range_problem, scheme_names)
 from apot.workflow.study import SCRATCH, start_label
 from apot.reporting.summary import group_fixops
 
@@ -455,17 +455,14 @@ def write_claims(summary_path: str | Path, out: str | Path) -> dict:
     except KeyError as exc:
         raise UserError(f"{summary_path}: an entry lacks the field {exc}: {NOT_A_SUMMARY}"
                         ) from None
-    write_text_atomic(Path(out), json.dumps(document, indent=1) + "\n")
+    write_json(Path(out), document)
     counts = {v: sum(c["verdict"] == v for c in document["claims"]) for v in VERDICTS}
     return {"claims": str(out), **{v: n for v, n in counts.items() if n}}
 
 
 def read_claims(path: Path, summary: dict) -> dict:
     """claims.json as written by write_claims, for the summary's preset."""
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path} ({exc}); re-run `apot claims`") from None
+    document = read_json(path, "re-run `apot claims`")
     if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
         raise UserError(f"{path} is not a claims file (no claims list); re-run `apot claims`")
     if document.get("preset") != summary["preset"]:
@@ -596,13 +593,7 @@ _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", in
 
 def read_summary(path: Path) -> dict:
     """summary.json, checked for the top-level keys the report reads (UserError otherwise)."""
-    try:
-        summary = json.loads(path.read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read {path} ({exc}); run 'apot summarize' "
-                        f"(the summarize rule) first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is damaged: not valid JSON ({exc}); {WRITE_AGAIN}") from None
+    summary = read_json(path, WRITE_AGAIN)
     if not isinstance(summary, dict):
         raise UserError(f"{path} holds a JSON {_JSON_TYPES[type(summary)]}, not an object: "
                         f"{NOT_A_SUMMARY}")

@@ -14,19 +14,19 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import json
 from pathlib import Path
 
 from apot.layout import write_text_atomic
 from apot.errors import UserError
+from apot.storage.jsonfile import read_json, write_json
 from apot.storage.integrity import check_onnx, check_packed, check_run
 from apot.layout import (HISTORY, HISTORY_FIELDS, MANIFEST, METRICS as RUN_METRICS, ONNX_RESULT,
-                     PACKED_RESULT, PREDICTIONS, RUN_COST, ResultsLayout, benchmark_file)
+                         PACKED_RESULT, PREDICTIONS, RUN_COST, ResultsLayout, benchmark_file)
 from apot.reporting.noise import chance_margin
-from apot.data.prepare import load_manifest
+from apot.data.manifest import load_manifest
 from apot.quant.schemes import APOT, FLOAT, FLOAT_BITS
 from apot.workflow.study import (SCRATCH, expand_runs, result_config, run_problems, start_label,
-                    validate_config)
+                                 validate_config)
 
 # A group: the runs of one model, differing only in their seed. "start" tells a chain trained
 # from scratch from one that starts from a released model (a warm chain).
@@ -36,10 +36,7 @@ RUN_KEYS = ("study", *GROUP_KEYS, "seed", "data")
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path} ({exc}); re-run the job that writes it") from None
+    return read_json(path, "re-run the job that writes it")
 
 
 def _benchmark_seconds(path: Path) -> float | None:
@@ -321,8 +318,7 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
                "runs": records, "groups": groups, "provenance": provenance(records),
                "cost": _read_json(Path(cost)) if cost else None,
                "authors": authors_evaluations(study, results)}
-    write_text_atomic(results.summary("json"), json.dumps(summary, indent=1, sort_keys=True)
-                      + "\n")
+    write_json(results.summary("json"), summary, sort_keys=True)
     flat = [{**{k: g[k] for k in (*GROUP_KEYS, "status")},
              **{f"{m}_{s}": g[m][s] for m in METRICS for s in ("mean", "std", "n", "drop")},
              # the cost model's FixOPs per image beside the accuracy
@@ -330,7 +326,7 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
             for g in groups]
     write_text_atomic(results.summary("csv"), _csv_text(flat, list(flat[0]) if flat else []))
     accuracy = tracked_accuracy(records)
-    write_text_atomic(results.accuracy, json.dumps(accuracy, indent=1) + "\n")
+    write_json(results.accuracy, accuracy)
     write_text_atomic(results.histories,
                       _csv_text(history_rows, ["run", *RUN_KEYS, *sorted(HISTORY_FIELDS)]))
     done = sum(r["status"] == "done" for r in records)

@@ -13,13 +13,13 @@ packed.json beside it. An onnx.json does the same for its model.onnx (onnx_bytes
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from apot.storage.jsonfile import read_record
 from apot.errors import UserError
 from apot.layout import (BEST, CHECKPOINT, HISTORY, MANIFEST, METRICS, ONNX_MODEL, ONNX_RESULT,
-                     PACKED, PACKED_RESULT, PREDICTIONS, file_sha256)
+                         PACKED, PACKED_RESULT, PREDICTIONS, file_sha256)
 
 RECORDED_FILES = (CHECKPOINT, BEST, HISTORY, PREDICTIONS)  # the files metrics.json records
 
@@ -49,17 +49,6 @@ def check_files(folder: Path, record: dict) -> list[str]:
         elif file_sha256(path) != expected.get("sha256"):
             problems.append(f"{name} changed since it was written (sha256 differs)")
     return problems
-
-
-def read_record(path: Path) -> tuple[object, str | None]:
-    """(the JSON value of a record file, None), or (None, why it cannot be read) named by the
-    file's name: a damaged record is a problem to report, not an exception."""
-    try:
-        return json.loads(path.read_text()), None
-    except (ValueError, UnicodeDecodeError):
-        return None, f"{path.name} is not JSON"
-    except OSError as exc:
-        return None, f"{path.name} cannot be read ({exc.strerror})"
 
 
 def check_run(folder: str | os.PathLike) -> list[str]:

@@ -33,14 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from apot.data.datasets import ARCHIVE, FOLDER, get_dataset, study_datasets
+from apot.engine.settings import PATH_SETTINGS, SCHEMA, same_path
 from apot.errors import UserError
+from apot.storage.jsonfile import json_text, read_record
 from apot.layout import (BEST, MANIFEST, METRICS, ONNX_MODEL, ONNX_RESULT, PACKED, PACKED_RESULT,
-                     STUDIES, STUDY_DIGEST_CHARS, ResultsLayout, write_text_if_changed)
+                         STUDIES, STUDY_DIGEST_CHARS, ResultsLayout, write_text_if_changed)
 from apot.quant.schemes import APOT, FLOAT, FLOAT_BITS, ablation_schemes
-from apot.data.sources import (TORCHVISION_HOST, TORCHVISION_URL, TORCHVISION_WEIGHTS, mirror_folder,
-                      torch_hub_checkpoints)
+from apot.data.sources import (TORCHVISION_HOST, TORCHVISION_URL, TORCHVISION_WEIGHTS,
+                               mirror_folder, torch_hub_checkpoints)
 
-SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 # Hosts torchvision downloads CIFAR from; probed (TCP connect) only when no mirror is set.
 DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)
 OFFLINE_ENV = "APOT_OFFLINE"  # set to 1 to skip the probe and treat the network as absent
@@ -51,39 +52,10 @@ AUTHORS_ARCH = "resnet20"  # the authors released CIFAR-10 checkpoints of this m
 # Config keys that say how and where the study runs, not what it computes: changing them must
 # not re-run a job, so they stay out of rule params and out of the summary.
 RUNTIME_KEYS = ("device", "train_threads", "mirror", "download_root", "authors_checkpoints")
-# Training settings that name files: a run is keyed on what they hold (the prepared tensors,
-# the --init file's sha256), not on how the path is spelled; a run's own folder may move.
-PATH_SETTINGS = ("out", "data", "init")
 # The Snakefile's study file, for the jobs of a cluster: they parse the workflow again, and
 # read the file the submitting process wrote, not one of their own parse (rules/common.smk).
 STUDY_ENV = "APOT_STUDY_FILE"
 STUDY_FILE_MAX_BYTES = 16 << 20  # a study file is a few kB; more is not one
-
-
-# apot train's settings whose defaults the schema states, for a study: TrainConfig field ->
-# where its default is in the schema's $defs. apot train run by hand takes the same defaults.
-SCHEMA_DEFAULTS = {
-    "k": ("preset", "k"), "first_last": ("preset", "first_last"),
-    "batch_size": ("study", "batch_size"), "test_batch_size": ("study", "test_batch_size"),
-    "momentum": ("study", "momentum"), "gamma": ("study", "gamma"),
-    "act_alpha_calibration": ("study", "act_alpha_calibration"),
-    "act_alpha_lr": ("study", "alpha", "act_lr"), "act_alpha_wd": ("study", "alpha", "act_wd"),
-    "wgt_alpha_lr": ("study", "alpha", "wgt_lr"), "wgt_alpha_wd": ("study", "alpha", "wgt_wd"),
-}
-
-
-def train_defaults() -> dict[str, Any]:
-    """The defaults of SCHEMA_DEFAULTS, read from the schema."""
-    import yaml
-
-    definitions = yaml.safe_load(SCHEMA.read_text())["$defs"]
-    found = {}
-    for name, (where, *keys) in SCHEMA_DEFAULTS.items():
-        node = definitions[where]
-        for key in keys:
-            node = node["properties"][key]
-        found[name] = node["default"]
-    return found
 
 
 def result_config(config: dict) -> dict:
@@ -224,7 +196,7 @@ def study_record(config: dict, skipped: dict, skipped_studies: dict, authors_bit
 
 
 def study_text(record: dict) -> str:
-    return json.dumps(record, sort_keys=True, indent=1) + "\n"
+    return json_text(record, sort_keys=True) + "\n"
 
 
 def study_digest(text: str) -> str:
@@ -288,23 +260,15 @@ def recorded_differences(run: RunSpec, layout: ResultsLayout, recorded: dict
     return differ
 
 
-def same_path(a: str | None, b: str | None) -> bool:
-    """Whether two spellings name the same path (resolved against this working folder)."""
-    if a is None or b is None:
-        return a == b
-    return Path(a).resolve() == Path(b).resolve()
-
-
 def recorded_config_problem(run: RunSpec, layout: ResultsLayout) -> str | None:
     """Why a completed run's metrics.json does not hold the run the study defines (None: it
     does, or the run has not completed)."""
     path = Path(layout.run_file(run.path, METRICS))
-    try:
-        metrics = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         return None
-    except (OSError, ValueError) as exc:
-        return f"its {METRICS} cannot be read ({exc})"
+    metrics, problem = read_record(path)
+    if problem is not None:
+        return f"its {problem}"
     recorded = metrics.get("config") if isinstance(metrics, dict) else None
     if not isinstance(recorded, dict):
         return f"its {METRICS} records no config (written before apot recorded it)"

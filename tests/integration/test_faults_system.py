@@ -32,8 +32,8 @@ from apot.storage.integrity import check_run
 from apot.storage.lock import LOCK_NAME, exclusive
 from apot.engine.train import BEST, CHECKPOINT, HISTORY, METRICS, PENDING_BEST, Run, TrainConfig, train
 
-from workflow import (CHANGED_RUNS, CHANGED_STEP, REPO, SMOKE, job_counts, nothing_to_do,
-                      snakemake, study_file, write_changed_config)
+from workflow import (CHANGED_RUNS, CHANGED_STEP, REPO, SMOKE, job_counts, nothing_to_do, snakemake,
+                      study_file, write_changed_config)
 
 
 @pytest.fixture(scope="module")
@@ -533,8 +533,8 @@ def test_the_workflow_redoes_a_run_whose_files_were_lost(smoke_study, shared_dat
               if p.suffixes == [".log"]}
     done = snakemake(folder, *SMOKE, APOT_DATA_MIRROR=str(shared_data))
     out = done.stdout + done.stderr
-    assert f"apot: results/smoke/runs/cifar10/resnet20/cosine/apot-w4/seed0: best.pt has " \
-           f"1000 bytes" in out
+    assert "apot: results/smoke/runs/cifar10/resnet20/cosine/apot-w4/seed0: best.pt has " \
+           "1000 bytes" in out
     assert ("apot: results/smoke/runs/cifar10/resnet20/from-authors/cosine_steps/apot-w4/seed0: "
             "packed.safetensors has 5000 bytes") in out
     counts = job_counts(out)

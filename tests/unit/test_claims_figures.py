@@ -4,7 +4,7 @@ import re
 import pytest
 
 from apot.reporting.claims import (FAILS, HOLDS, INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, RULES,
-                         SUPPORTED, WITHIN, cited_drops, decide, evaluate_claims)
+                                   SUPPORTED, WITHIN, cited_drops, decide, evaluate_claims)
 from apot.reporting.figures import accuracy_by_bits_svg, curves_svg, level_sets_svg
 from apot.reporting.noise import MIN_SEEDS
 from apot.reporting.render import cost_section, load_cited

@@ -18,7 +18,7 @@ import torch
 from apot.cli import main
 from apot.models import build_model
 from apot.deploy.packed_file import (HEADER_KEY, MAX_APOT_HEADER_BYTES, MAX_CLASSES, MAX_JSON_DEPTH,
-                              export_packed, load_packed, nesting_exceeds, read_packed)
+                                     export_packed, load_packed, nesting_exceeds, read_packed)
 from apot.deploy.packed_layers import pack_model, unpack_model
 from apot.quant.schemes import APOT
 from test_packed import INPUT, randomized_model, rewrite, write_checkpoint

@@ -16,7 +16,7 @@ from apot.layout import BEST, METRICS, PACKED, PACKED_RESULT, PREDICTIONS, Resul
 from apot.engine.predictions import write_predictions
 from apot.quant.schemes import FLOAT
 from apot.workflow.study import (PACKED_CHECK_PER_CLASS, expand_runs, export_settings, read_study,
-                        study_record, train_settings, validate_config, write_study)
+                                 study_record, train_settings, validate_config, write_study)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apot.reporting.noise import MIN_SEEDS, Noise, chance_margin, collapsed, combine, paired_se, t_quantile
+from apot.reporting.noise import MIN_SEEDS, Noise, combine, paired_se, t_quantile
 from apot.reporting.noise import weighted_correct
 
 

@@ -14,9 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 from apot.cli import main
 from apot.errors import UserError
 from apot.deploy.onnx_export import (FLOAT_FORM, FORMS, Exporter, Graph, build_onnx, folded_bn,
-                              lookup_table, qdq_activation_factor,
-                              qdq_weight_factor)
-from apot.deploy.onnx_run import OnnxModel, read_onnx, write_onnx
+                                     write_onnx, lookup_table, qdq_activation_factor,
+                                     qdq_weight_factor)
+from apot.deploy.onnx_run import OnnxModel, read_onnx
 from apot.deploy.integer import activation_codes, shift_add_conv2d, weight_terms
 from apot.quant.modules import QuantConv2d
 from apot.deploy.packed_layers import code_table, pack_model

@@ -17,7 +17,7 @@ from apot.deploy import integer
 from apot.quant.modules import QuantConv2d
 from apot.deploy.packed_layers import PackedQuantConv2d, pack_model, unpack_model
 from apot.deploy.bitpack import (pack_codes, packed_size, sign_magnitude, split_sign_magnitude,
-                                unpack_codes)
+                                 unpack_codes)
 from apot.quant.schemes import APOT, MODEL_BITS, POT, UNIFORM, scheme_names
 
 from model_builder import randomized_model, run_apot, write_checkpoint

@@ -22,7 +22,7 @@ from apot.layout import PREDICTIONS
 from apot.engine.predictions import read_predictions
 from apot.data.prepare import prepare_dataset
 from apot.engine.train import (BEST, CHECKPOINT, HISTORY, HISTORY_FIELDS, METRICS, Run, TrainConfig,
-                        parameter_groups, train)
+                               parameter_groups, train)
 
 # Columns that are measurements of the machine, not results of the computation.
 TIMING = ("images_per_s", "epoch_seconds")
