@@ -40,6 +40,10 @@ HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_
 # A new best.pt waits here until the checkpoint that records it is written (apot.engine.train).
 PENDING_BEST = ".best.pt.pending"
 MANIFEST = "manifest.json"  # a prepared dataset's
+# the preset's own files in results/<preset> (ResultsLayout.preset_file)
+COST_TABLES, CLAIMS, ACCURACY, HISTORIES = ("cost.json", "claims.json", "accuracy.json",
+                                            "histories.csv")
+REPORT_DIR = "report/build"  # the rendered report: report.html, report.pdf, figures/, tables/
 # Study files are named by the first hex digits of their content's sha256: a file, once
 # written, never changes, so an invocation (a dry run too) cannot alter what a running job reads.
 STUDIES, STUDY_DIGEST_CHARS = "studies", 16
@@ -61,10 +65,12 @@ class ResultsLayout:
 
     @property
     def logs(self) -> str:
+        """The jobs' logs, one per job (logs/<preset>/...)."""
         return f"logs/{self.preset}"
 
     @property
     def benchmarks(self) -> str:
+        """Snakemake's job times (benchmarks/<preset>/...), which the summary reports."""
         return f"benchmarks/{self.preset}"
 
     @classmethod
@@ -80,26 +86,14 @@ class ResultsLayout:
         """The study file whose content's sha256 begins with ``digest``."""
         return f"{self.studies_dir}/{digest}.json"
 
-    @property
-    def cost_tables(self) -> str:
-        return f"{self.results}/cost.json"
+    def preset_file(self, name: str) -> str:
+        """A file of the whole preset: COST_TABLES (apot cost-tables), CLAIMS (the verdicts as
+        data, which the report renders), ACCURACY and HISTORIES (what DVC tracks)."""
+        return f"{self.results}/{name}"
 
     def summary(self, suffix: str = "json") -> str:
         """summary.json, or with ``suffix`` csv the table of groups."""
         return f"{self.results}/summary.{suffix}"
-
-    @property
-    def claims(self) -> str:
-        """The verdicts as data (apot.reporting.claims), which the report renders."""
-        return f"{self.results}/claims.json"
-
-    @property
-    def accuracy(self) -> str:
-        return f"{self.results}/accuracy.json"
-
-    @property
-    def histories(self) -> str:
-        return f"{self.results}/histories.csv"
 
     def data_dir(self, name: str) -> str:
         return f"{self.results}/data/{name}"

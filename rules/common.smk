@@ -9,8 +9,8 @@ from snakemake.exceptions import WorkflowError
 
 from apot.errors import UserError
 from apot.storage.integrity import check_onnx, check_packed, check_prepared
-from apot.layout import (METRICS, ONNX_MODEL, ONNX_RESULT, PACKED, PACKED_RESULT, RUN_COST,
-                         ResultsLayout)
+from apot.layout import (ACCURACY, CLAIMS, COST_TABLES, HISTORIES, METRICS, ONNX_MODEL, ONNX_RESULT,
+                         PACKED, PACKED_RESULT, RUN_COST, ResultsLayout)
 from apot.quant.schemes import FLOAT, FLOAT_BITS, MODEL_BITS, integer_range_problem
 from apot.data.sources import mirror_folder
 from apot.workflow.study import AUTHORS_BITS as AUTHORS_BITS_ALL

@@ -9,7 +9,7 @@ rule cost_tables:
     input:
         study=STUDY_FILE,
     output:
-        LAYOUT.cost_tables,
+        LAYOUT.preset_file(COST_TABLES),
     log:
         LAYOUT.log("cost_tables"),
     threads: 1

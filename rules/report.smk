@@ -8,7 +8,7 @@ rule summarize:
     input:
         runs=[run_metrics(path) for path in RUNS],
         data=[LAYOUT.manifest(d) for d in DATA_NAMES],
-        cost=LAYOUT.cost_tables,
+        cost=LAYOUT.preset_file(COST_TABLES),
         study=STUDY_FILE,
         run_costs=[run_cost(path) for path in QUANTIZED_RUNS],
         packed=[run_packed_result(path) for path in QUANTIZED_RUNS],
@@ -18,8 +18,8 @@ rule summarize:
         json=LAYOUT.summary("json"),
         csv=report(LAYOUT.summary("csv"), caption="../report/captions/summary.rst",
                    category="Tables", labels={"table": "every run"}),
-        accuracy=LAYOUT.accuracy,
-        histories=report(LAYOUT.histories, caption="../report/captions/histories.rst",
+        accuracy=LAYOUT.preset_file(ACCURACY),
+        histories=report(LAYOUT.preset_file(HISTORIES), caption="../report/captions/histories.rst",
                          category="Tables", labels={"table": "per-epoch histories"}),
     params:
         results=LAYOUT.results,
@@ -44,7 +44,7 @@ rule claims:
         cited="apot/reporting/cited.yaml",
         code=["apot/reporting/claims.py", "apot/reporting/noise.py"],
     output:
-        LAYOUT.claims,
+        LAYOUT.preset_file(CLAIMS),
     log:
         LAYOUT.log("claims"),
     threads: 1
@@ -58,7 +58,7 @@ rule claims:
 rule report:
     input:
         summary=LAYOUT.summary("json"),
-        claims=LAYOUT.claims,
+        claims=LAYOUT.preset_file(CLAIMS),
         template="report/templates/report.html.j2",
         css="report/templates/report.css",
         cited="apot/reporting/cited.yaml",

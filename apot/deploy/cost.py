@@ -28,12 +28,15 @@ The accounting, stated once (the report prints the same text from ``ACCOUNTING``
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from apot.models import ARCHS, build_model
+from apot.engine.threads import use_threads
+from apot.layout import file_sha256
+from apot.models import ARCHS, build_model, load_model
 from apot.quant.functional import normalize_weight
 from apot.quant.modules import EightBitConv2d, EightBitLinear, QuantConv2d
 from apot.quant.schemes import APOT, FLOAT_BITS, POT, UNIFORM, scheme_names, term_distribution
@@ -269,3 +272,18 @@ def cost_tables(models: Sequence[tuple[str, int]], k: int = 2, first_last: str =
     return {"accounting": ACCOUNTING,
             "paper": [row(arch, bits, scheme, "8bit") for arch, bits, scheme in PAPER_CONFIGS],
             "study": study, "multiply": multiply_table(k)}
+
+
+def model_cost(model: dict, checkpoint: Path | None = None, layers: bool = False,
+               threads: int | None = None) -> dict:
+    """``apot cost``: the operation counts of the model ``model`` ({"arch", "bits", "scheme",
+    "k", "first_last"}), expected over ``checkpoint``'s weight levels when given (else every
+    level equally used); the per-layer rows with ``layers``, else the summary row."""
+    use_threads(threads)
+    net = load_model(checkpoint, model)[0] if checkpoint is not None else None
+    cost = network_cost(model["arch"], model["bits"], model["scheme"], model["k"],
+                        model["first_last"], net)
+    if checkpoint is not None:
+        cost["checkpoint"] = str(checkpoint)
+        cost["checkpoint_sha256"] = file_sha256(checkpoint)
+    return cost if layers else summary_row(cost)

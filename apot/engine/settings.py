@@ -10,6 +10,8 @@ SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 # Training settings that name files: a run is keyed on what they hold (the prepared tensors,
 # the --init file's sha256), not on how the path is spelled; a run's own folder may move.
 PATH_SETTINGS = ("out", "data", "init")
+# Config fields that do not change the result: a resumed run may differ in these.
+RUNTIME_FIELDS = ("device", "threads", "workers", "progress")
 
 # apot train's settings whose defaults the schema states, for a study: TrainConfig field ->
 # where its default is in the schema's $defs. apot train run by hand takes the same defaults.

@@ -1,11 +1,6 @@
-"""The training engine: one run = one model trained (or fine-tuned) on one prepared dataset.
+"""The training engine: one run = one model trained (or fine-tuned) on one prepared dataset, in
+its own folder (apot.engine.run_folder).
 
-A run lives in its own folder:
-  checkpoint.pt  full state after the last completed epoch (model, optimizer, scheduler, epoch,
-                 RNG states, history, resolved config); written atomically every epoch
-  best.pt        model weights of the epoch with the best test top-1 (the authors' selection)
-  history.csv    one row per completed epoch
-  metrics.json   written when the run completes: best and final top-1 and the run's facts
 Running the same command again resumes after the last completed epoch; on the CPU the result is
 identical to an uninterrupted run (each epoch's data order and augmentation come from a
 generator seeded by (seed, epoch), and the rest of the state is in the checkpoint).
@@ -16,14 +11,11 @@ when the run starts and one per epoch.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,138 +24,30 @@ from torch import nn
 
 from apot import __version__
 from apot.storage.checkpoints import (ACT_ALPHA_SUFFIX, WEIGHT_ALPHA_SUFFIX, load_file,
-                                      restore_model, save_atomic)
+                                      restore_model)
 from apot.engine.device import resolve_device
 from apot.errors import UserError
 from apot.storage.jsonfile import read_json, write_json
-from apot.storage.integrity import check_run, file_record, run_files_record
-from apot.layout import (BEST, CHECKPOINT, HISTORY, HISTORY_FIELDS, METRICS, PENDING_BEST,
-                         PREDICTIONS, file_sha256, write_text_atomic)
+from apot.storage.integrity import check_run, run_files_record
+from apot.layout import (CHECKPOINT, METRICS, PREDICTIONS, file_sha256)
 from apot.data.loader import ImageFolderLoader, TensorLoader
-from apot.models import ARCHS, build_model
-from apot.quant.convert import FIRST_LAST_POLICIES
-from apot.quant.levels import MAX_BITS
-from apot.quant.schemes import APOT, FLOAT_BITS, MODEL_BITS, scheme_names
-from apot.quant.modules import ACT_ALPHA_INIT_BY_RULES, QUANTIZER_RULES, WGT_ALPHA_INIT
+from apot.models import build_model
 from apot.data.datasets import FOLDER
 from apot.engine.predictions import images_identity, write_predictions
 from apot.data.manifest import load_manifest, manifest_dataset
 from apot.data.prepare import load_prepared
 from apot.storage.lock import exclusive
-from apot.engine.settings import PATH_SETTINGS, same_path, train_defaults
+from apot.engine.config import PER_STEP_SCHEDULES, TrainConfig
+from apot.engine.run_folder import Changed, Damaged, RunFolder, data_identity
 from apot.engine.stopping import StopOnSignals
 from apot.engine.threads import threads_in_use, use_threads
 
-# multistep and cosine step once per epoch, as the authors and the reproducibility report;
-# cosine_steps anneals per training step (batch) to zero at the run's last step: the schedule
-# of a short fine-tune, whose end point must not be wherever SGD at full LR happened to stop.
-# cosine_epochs anneals the same way within each epoch and starts again at the next: every
-# epoch ends at such a point, so two epochs' test top-1 show whether the step has converged.
-SCHEDULES = ("multistep", "cosine", "cosine_steps", "cosine_epochs")
-PER_STEP_SCHEDULES = ("cosine_steps", "cosine_epochs")
-# metrics.json first: see set_aside
-RUN_FILES = (METRICS, CHECKPOINT, BEST, HISTORY, PREDICTIONS, PENDING_BEST)
-# Result fields added after 0.1, with the value every older checkpoint was trained with.
-FIELDS_ADDED_SINCE = {"quantizer_rules": "cifar", "act_alpha_calibration": "none"}
-CALIBRATIONS = ("none", "mse")
 CALIBRATION_BATCHES = 2
-# Config fields that do not change the result: a resumed run may differ in these.
-RUNTIME_FIELDS = ("device", "threads", "workers", "progress")
-# Defaults shared with a study's settings are the schema's (apot.engine.settings.SCHEMA_DEFAULTS).
-DEFAULTS = train_defaults()
-# The authors' CIFAR schedule: 300 epochs, the learning rate divided by 10 at these epochs
-MILESTONES = (150, 225)
 CHECK_EVERY_STEPS = 50  # how often a diverging loss is looked for within an epoch
-
-
-class Damaged(Exception):
-    """A run folder's files cannot be resumed from (missing, truncated, not what they record)."""
-
-
-class Changed(Exception):
-    """A run folder holds a run of another config or start."""
 
 
 class Diverged(UserError):
     """The training loss became NaN or infinite."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run. Learning rates are per epoch-0 value; epochs count from 0."""
-    arch: str
-    data: str                      # prepared dataset folder (apot prepare-data)
-    out: str                       # run folder
-    epochs: int
-    bits: int = FLOAT_BITS         # float inner layers
-    scheme: str = APOT
-    k: int = DEFAULTS["k"]
-    first_last: str = DEFAULTS["first_last"]
-    batch_size: int = DEFAULTS["batch_size"]
-    test_batch_size: int = DEFAULTS["test_batch_size"]
-    lr: float = 0.1
-    momentum: float = DEFAULTS["momentum"]
-    weight_decay: float = 5e-4
-    act_alpha_lr: float = DEFAULTS["act_alpha_lr"]  # the authors' CIFAR values
-    act_alpha_wd: float = DEFAULTS["act_alpha_wd"]
-    wgt_alpha_lr: float = DEFAULTS["wgt_alpha_lr"]
-    wgt_alpha_wd: float = DEFAULTS["wgt_alpha_wd"]
-    act_alpha_init: float | None = None  # None: the quantizer rules' (8.0 CIFAR, 6.0 ImageNet)
-    wgt_alpha_init: float = WGT_ALPHA_INIT
-    quantizer_rules: str = "cifar"  # the authors' CIFAR or ImageNet quantizer (apot.quant.modules)
-    # "mse": activation thresholds that no --init provides start at the least-squared-error
-    # value on the first training batches (apot.quant.calibrate), not at act_alpha_init
-    act_alpha_calibration: str = DEFAULTS["act_alpha_calibration"]
-    schedule: str = "multistep"
-    milestones: list[int] = field(default_factory=lambda: list(MILESTONES))
-    gamma: float = DEFAULTS["gamma"]
-    init: str | None = None        # progressive initialization from this checkpoint
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    workers: int = 2               # decoding processes (ImageNet only)
-    progress: bool = True
-
-    def __post_init__(self):
-        if self.act_alpha_init is None and self.quantizer_rules in QUANTIZER_RULES:
-            self.act_alpha_init = ACT_ALPHA_INIT_BY_RULES[self.quantizer_rules]
-
-    def validate(self) -> None:
-        problems = []
-        if self.arch not in ARCHS:
-            problems.append(f"arch {self.arch!r} is unknown ({', '.join(ARCHS)})")
-        if self.epochs < 0 or (self.epochs == 0 and not self.init):
-            problems.append(f"epochs must be at least 1 (0 only with --init: evaluate the "
-                            f"initialization as it is), got {self.epochs}")
-        if self.act_alpha_calibration not in CALIBRATIONS:
-            problems.append(f"act_alpha_calibration must be one of {CALIBRATIONS}, got "
-                            f"{self.act_alpha_calibration!r}")
-        if self.quantizer_rules not in QUANTIZER_RULES:
-            problems.append(f"quantizer_rules must be one of {QUANTIZER_RULES}, got "
-                            f"{self.quantizer_rules!r}")
-        if self.bits != FLOAT_BITS and self.bits not in MODEL_BITS:
-            problems.append(f"bits must be {MODEL_BITS[0]}..{MODEL_BITS[-1]} or {FLOAT_BITS}, "
-                            f"got {self.bits}")
-        if self.scheme not in scheme_names():
-            problems.append(f"scheme must be one of {scheme_names()}, got {self.scheme!r}")
-        if not 1 <= self.k <= MAX_BITS:
-            problems.append(f"k must be 1..{MAX_BITS}, got {self.k}")
-        if self.first_last not in FIRST_LAST_POLICIES:
-            problems.append(f"first_last must be one of {FIRST_LAST_POLICIES}, got {self.first_last!r}")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if (self.schedule == "multistep" and self.epochs > 0
-                and any(not 0 < m < self.epochs for m in self.milestones)):
-            problems.append(f"milestones {self.milestones} must lie between 1 and epochs-1 "
-                            f"({self.epochs - 1})")
-        if self.batch_size < 1 or self.test_batch_size < 1:
-            problems.append("batch sizes must be positive")
-        if problems:
-            raise UserError("invalid training config: " + "; ".join(problems))
-
-    def result_fields(self) -> dict:
-        """The fields a resumed run must share with the interrupted one."""
-        return {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
 
 
 def make_loaders(cfg: TrainConfig, manifest: dict, device: torch.device):
@@ -231,6 +115,7 @@ class Run:
         cfg.validate()
         self.cfg = cfg
         self.out = Path(cfg.out)
+        self.folder = RunFolder(self.out)
         self.device = resolve_device(cfg.device)
         self.threads = use_threads(cfg.threads)  # before any kernel runs (apot.engine.threads)
         self.manifest = load_manifest(cfg.data)
@@ -286,22 +171,14 @@ class Run:
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
 
     def resume(self) -> bool:
-        """Load checkpoint.pt if there is one; False for a fresh run. Raises Damaged when the
-        folder's files cannot be resumed from, Changed when they hold another run."""
-        path = self.out / CHECKPOINT
-        if not path.exists():
-            (self.out / PENDING_BEST).unlink(missing_ok=True)  # from a first epoch cut short
-            left = [name for name in (BEST, HISTORY, METRICS) if (self.out / name).exists()]
-            if left:
-                raise Damaged(f"{CHECKPOINT} is missing beside {', '.join(left)}")
+        """Continue from the folder's checkpoint if there is one; False for a fresh run. Raises
+        Damaged when the folder's files cannot be resumed from, Changed when they hold another
+        run."""
+        stored = self.folder.read_checkpoint()
+        if stored is None:
             return False
-        try:
-            stored = load_file(path)
-        except UserError as exc:
-            raise Damaged(str(exc)) from None
-        if not isinstance(stored, dict) or not {"state_dict", "optimizer", "epoch"} <= set(stored):
-            raise Damaged(f"{path} is not a run's checkpoint")
-        self.check_same_run(stored)
+        self.folder.check_same_run(stored, self.cfg, self.manifest)
+        path = self.out / CHECKPOINT
         try:
             restore_model(self.model, stored, model_description(self.cfg), source=str(path))
             self.optimizer.load_state_dict(stored["optimizer"])
@@ -311,91 +188,25 @@ class Run:
             raise Changed(f"{path} does not fit the model this version builds ({exc})") from None
         self.epoch, self.history = stored["epoch"], stored["history"]
         self.best, self.wall_seconds = stored["best"], stored["wall_seconds"]
-        self.executions = stored.get("executions", [])  # absent in checkpoints before 0.1
+        self.executions, self.best_file = stored["executions"], stored["best_file"]
         self.started_from = stored.get("started_from")
         self.calibrated = stored.get("act_alpha_calibrated")
         self.start_eval = stored.get("start_eval")
-        self.best_file = stored.get("best_file")
-        self.best_predictions = stored.get("best_predictions")  # absent before 0.3
-        self.settle_best()
+        self.best_predictions = stored.get("best_predictions")
+        self.folder.settle_best(self.best_file)
         torch.set_rng_state(stored["rng"]["torch"])
         if stored["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(stored["rng"]["cuda"])
         return True
 
-    def check_same_run(self, stored: dict) -> None:
-        """Raise Changed if the checkpoint was made by another config, on other data or from
-        another start. Paths count by what they hold: a moved folder, or the same file spelled
-        another way, is the same run."""
-        saved = {**FIELDS_ADDED_SINCE, **stored.get("config", {})}
-        differ = {k: (saved.get(k), v) for k, v in self.cfg.result_fields().items()
-                  if k not in PATH_SETTINGS and saved.get(k) != v}
-        identity = stored.get("data_identity")
-        if identity is not None and identity != data_identity(self.manifest):
-            differ["data"] = ("other prepared tensors", f"{self.cfg.data}")
-        elif identity is None and not same_path(saved.get("data"), self.cfg.data):
-            differ["data"] = (saved.get("data"), self.cfg.data)
-        recorded = (stored.get("started_from") or {}).get("sha256")
-        if (saved.get("init") is None) != (self.cfg.init is None):
-            differ["init"] = (saved.get("init"), self.cfg.init)
-        elif self.cfg.init is not None and recorded and Path(self.cfg.init).is_file():
-            now = file_sha256(self.cfg.init)
-            if now != recorded:
-                differ["init"] = (f"a file of sha256 {recorded[:12]}",
-                                  f"{self.cfg.init} of sha256 {now[:12]}")
-        elif self.cfg.init is not None and not recorded and not same_path(saved["init"],
-                                                                           self.cfg.init):
-            differ["init"] = (saved.get("init"), self.cfg.init)
-        if differ:
-            listed = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
-            raise Changed(f"{self.out} holds a run with another config ({listed})")
-
-    def settle_best(self) -> None:
-        """Make best.pt the file the checkpoint records: a pending one the checkpoint names is
-        moved in (the process stopped between the two renames of save); one it does not name
-        is from an epoch that was not completed, and goes. Raises Damaged if best.pt is not
-        what the checkpoint records."""
-        pending = self.out / PENDING_BEST
-        if pending.exists():
-            if self.best_file is not None and file_record(pending) == self.best_file:
-                os.replace(pending, self.out / BEST)
-            else:
-                pending.unlink()
-        best = self.out / BEST
-        if self.best_file is None:  # a checkpoint from before the record: best.pt must load
-            if best.is_file():
-                try:
-                    load_file(best)
-                except UserError as exc:
-                    raise Damaged(str(exc)) from None
-            return
-        if not best.is_file():
-            raise Damaged(f"{BEST} is missing")
-        if file_record(best) != self.best_file:
-            raise Damaged(f"{BEST} is not the file its checkpoint records (truncated or "
-                          f"replaced: {os.path.getsize(best)} bytes, "
-                          f"{self.best_file['bytes']} when written)")
-
     def save(self, improved: bool) -> None:
-        """best.pt, checkpoint.pt and history.csv of the epoch just completed. The new best.pt
-        is written aside first and renamed in after the checkpoint that records it, so that
-        the two always agree: a stop between leaves a pending file the resume settles."""
-        pending = self.out / PENDING_BEST
-        recorded = self.best_file
-        try:
-            if improved:
-                save_atomic({"model": model_description(self.cfg),
-                             "state_dict": self.model.state_dict(), "epoch": self.epoch,
-                             "best_top1": self.best["top1"]}, pending)
-                self.best_file = file_record(pending)
-            save_atomic(self.state(), self.out / CHECKPOINT)
-        except BaseException:
-            pending.unlink(missing_ok=True)  # the epoch is not saved: nor is its best
-            self.best_file = recorded
-            raise
-        if improved:
-            os.replace(pending, self.out / BEST)
-        write_history(self.out / HISTORY, self.history)
+        """The epoch just completed: checkpoint.pt, best.pt if it improved, history.csv."""
+        best = ({"model": model_description(self.cfg), "state_dict": self.model.state_dict(),
+                 "epoch": self.epoch, "best_top1": self.best["top1"]} if improved else None)
+        state = self.state()
+        self.folder.save(state, best)
+        self.best_file = state["best_file"]
+        self.folder.write_history(self.history)
 
     # ---------------------------------------------------------------- loops
     def train_epoch(self) -> dict:
@@ -464,7 +275,7 @@ class Run:
                  else "0 epochs: the initialization as it is")
               + (f", initialized from {self.cfg.init}" if self.cfg.init and not resumed else ""),
               file=sys.stderr, flush=True)
-        if self.cfg.epochs == 0 and self.start_eval is None:  # (not in checkpoints before 0.2)
+        if self.cfg.epochs == 0 and self.start_eval is None:
             self.evaluate_start()
         while self.epoch < self.cfg.epochs:
             lr = self.optimizer.param_groups[0]["lr"]
@@ -489,7 +300,7 @@ class Run:
             with self.stop.atomic():  # a stop lands before or after, never inside
                 self.save(improved)
                 print(epoch_line(row, self.cfg.epochs), file=sys.stderr, flush=True)
-        write_history(self.out / HISTORY, self.history)  # also if the last save stopped short
+        self.folder.write_history(self.history)  # also if the last save stopped short
         self.predictions = self.write_predictions()
         metrics = self.metrics()
         write_json(self.out / METRICS, metrics)
@@ -533,12 +344,7 @@ class Run:
             self.save(improved=True)
 
     def write_predictions(self) -> dict:
-        """predictions.npz of best.pt; a checkpoint from before they were kept has none, and
-        best.pt is evaluated again for them. Returns the file's record."""
-        if self.best_predictions is None:
-            restore_model(self.model, load_file(self.out / BEST), model_description(self.cfg),
-                          source=str(self.out / BEST))
-            _, self.best_predictions = self.test()
+        """predictions.npz of best.pt; returns the file's record."""
         kept = self.best_predictions
         return write_predictions(self.out / PREDICTIONS, kept["predicted"].numpy(),
                                  kept["labels"].numpy(), images_identity(self.manifest))
@@ -595,42 +401,6 @@ def progress_bar(total: int, desc: str, enabled: bool):
                 mininterval=0.5 if sys.stderr.isatty() else 30.0)
 
 
-def write_history(path: Path, history: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: row[k] for k in HISTORY_FIELDS})
-    write_text_atomic(path, buffer.getvalue())
-
-
-def data_identity(manifest: dict) -> dict:
-    """What a prepared dataset holds: its tensors' sha256 (small datasets), or the fingerprint
-    of the image folder it points at (ImageNet)."""
-    return manifest.get("files") or {"listing_sha256": manifest.get("source", {}).get(
-        "listing_sha256")}
-
-
-def set_aside(out: Path, kind: str) -> Path:
-    """Move a run folder's files into ``out/<kind>-<UTC time>/`` (kept, never deleted).
-    metrics.json goes first: a folder seen halfway through is an incomplete run, not a complete
-    one missing its files."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = out / f"{kind}-{stamp}"
-    for n in range(2, 100):
-        try:
-            aside.mkdir()
-            break
-        except FileExistsError:
-            aside = out / f"{kind}-{stamp}-{n}"
-    for name in RUN_FILES:
-        try:
-            os.replace(out / name, aside / name)
-        except FileNotFoundError:
-            pass
-    return aside
-
-
 def train(cfg: TrainConfig, restart_if_changed: bool = False) -> dict:
     """Train (or resume, or find complete) the run described by ``cfg``; returns its metrics.
 
@@ -657,16 +427,13 @@ def _train_locked(cfg: TrainConfig, restart_if_changed: bool) -> dict:
                                 f"--restart-if-changed to set its files aside and start over"
                                 ) from None
             with stop.atomic():
-                aside = set_aside(run.out, "damaged" if isinstance(problem, Damaged)
-                                  else "superseded")
+                aside = run.folder.set_aside("damaged" if isinstance(problem, Damaged)
+                                             else "superseded")
             print(f"apot train: {run.out}: {problem}; its files were moved to {aside} and the "
                   f"run starts over", file=sys.stderr, flush=True)
             run, resumed = Run(cfg, stop), False
         metrics_path = run.out / METRICS
         if (resumed and run.epoch >= cfg.epochs and metrics_path.exists()
                 and not check_run(run.out)):
-            metrics = read_json(metrics_path, "delete the run folder and train again")
-            # else written before the config or the predictions were kept: write it again
-            if "config" in metrics and "predictions" in metrics:
-                return metrics
+            return read_json(metrics_path, "delete the run folder and train again")
         return run.run(resumed)

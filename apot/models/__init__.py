@@ -58,6 +58,8 @@ def build_model(arch: str, num_classes: int | None = None, bits: int = FLOAT_BIT
 
 # What describes a model: build_model's arguments, as our checkpoints record them ("model").
 DESCRIPTION_DEFAULTS = {"bits": FLOAT_BITS, "scheme": APOT, "k": 2, "first_last": "8bit"}
+# what a model description names: the architecture and DESCRIPTION_DEFAULTS' fields
+DESCRIPTION_FIELDS = ("arch", *DESCRIPTION_DEFAULTS)
 
 
 def load_model(path: str | os.PathLike, description: dict[str, Any],

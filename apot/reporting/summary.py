@@ -16,7 +16,7 @@ import csv
 import io
 from pathlib import Path
 
-from apot.layout import write_text_atomic
+from apot.layout import ACCURACY, HISTORIES, write_text_atomic
 from apot.errors import UserError
 from apot.storage.jsonfile import read_json, write_json
 from apot.storage.integrity import check_onnx, check_packed, check_run
@@ -326,8 +326,8 @@ def summarize(study: dict, results: str | Path, benchmarks: str | Path | None = 
             for g in groups]
     write_text_atomic(results.summary("csv"), _csv_text(flat, list(flat[0]) if flat else []))
     accuracy = tracked_accuracy(records)
-    write_json(results.accuracy, accuracy)
-    write_text_atomic(results.histories,
+    write_json(results.preset_file(ACCURACY), accuracy)
+    write_text_atomic(results.preset_file(HISTORIES),
                       _csv_text(history_rows, ["run", *RUN_KEYS, *sorted(HISTORY_FIELDS)]))
     done = sum(r["status"] == "done" for r in records)
     return {"runs": len(records), "done": done, "not_run": len(records) - done,
@@ -404,3 +404,17 @@ def where_trained(done: list[dict]) -> dict:
             "slurm_runs": sum(any(e["slurm_job_id"] for e in r.get("executions", []))
                               for r in done),
             "resumed_runs": sum(len(r.get("executions", [])) > 1 for r in done)}
+
+
+def write_cost_tables(study: dict, out: Path) -> dict:
+    """results/<preset>/cost.json: the report's cost tables (apot.deploy.cost.cost_tables) of
+    every model the study ``study`` (read_study) trains."""
+    from apot.deploy.cost import cost_tables  # torch: only this job needs it
+
+    config = study["config"]
+    preset = config["presets"][config["preset"]]
+    models = {(run.arch, run.bits) for run in expand_runs(config)}
+    tables = cost_tables(sorted(models), preset["k"], preset["first_last"])
+    write_json(out, tables, sort_keys=True)
+    return {"out": str(out), "paper_rows": len(tables["paper"]),
+            "study_rows": len(tables["study"])}

@@ -51,19 +51,25 @@ def check_files(folder: Path, record: dict) -> list[str]:
     return problems
 
 
+def record_in(folder: str | os.PathLike, name: str) -> tuple[object, list[str] | None]:
+    """(the JSON record ``name`` in ``folder``, None); (None, []) when there is none yet;
+    (None, [why]) when it cannot be read."""
+    path = Path(folder) / name
+    if not path.is_file():
+        return None, []
+    record, problem = read_record(path)
+    return record, ([problem] if problem else None)
+
+
 def check_run(folder: str | os.PathLike) -> list[str]:
     """Problems of a completed run's folder (empty: it is whole). A folder without
     metrics.json has not completed: nothing to check here."""
-    folder = Path(folder)
-    path = folder / METRICS
-    if not path.is_file():
-        return []
-    metrics, problem = read_record(path)
-    if problem:
-        return [problem]
+    metrics, problems = record_in(folder, METRICS)
+    if problems is not None:
+        return problems
     if not isinstance(metrics, dict) or not isinstance(metrics.get("best_top1"), (int, float)):
         return [f"{METRICS} is not the metrics of a run"]
-    return check_files(folder, metrics.get("files") or {})
+    return check_files(Path(folder), metrics.get("files") or {})
 
 
 def check_packed(folder: str | os.PathLike) -> list[str]:
@@ -114,12 +120,9 @@ def check_prepared(folder: str | os.PathLike) -> list[str]:
     """Problems of a prepared dataset's folder against its manifest (empty: whole, or not
     prepared yet)."""
     folder = Path(folder)
-    path = folder / MANIFEST
-    if not path.is_file():
-        return []
-    manifest, problem = read_record(path)
-    if problem:
-        return [problem]
+    manifest, problems = record_in(folder, MANIFEST)
+    if problems is not None:
+        return problems
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict):
         return []  # ImageNet: a manifest of a folder, no tensors here

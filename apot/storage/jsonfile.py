@@ -52,6 +52,18 @@ def write_json(path: str | os.PathLike, value: Any, sort_keys: bool = False) -> 
     write_text_atomic(path, json_text(value, sort_keys=sort_keys) + "\n")
 
 
+def write_result(result: dict, path: str | os.PathLike | None) -> dict:
+    """A command's ``result``, also written to ``path`` if given (write_json, keys sorted). If
+    that write fails, the result is printed before the error: finished work is never lost."""
+    if path is not None:
+        try:
+            write_json(path, result, sort_keys=True)
+        except OSError:
+            print(json_text(result, indent=None))
+            raise
+    return result
+
+
 def finite(value: Any) -> Any:
     """``value`` with every NaN or infinite float, however deeply nested, replaced by None."""
     if isinstance(value, float) and not math.isfinite(value):

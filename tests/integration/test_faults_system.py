@@ -30,7 +30,9 @@ from apot.cli import main
 from apot.errors import UserError
 from apot.storage.integrity import check_run
 from apot.storage.lock import LOCK_NAME, exclusive
-from apot.engine.train import BEST, CHECKPOINT, HISTORY, METRICS, PENDING_BEST, Run, TrainConfig, train
+from apot.engine.config import TrainConfig
+from apot.engine.train import Run, train
+from apot.layout import BEST, CHECKPOINT, HISTORY, METRICS, PENDING_BEST
 
 from workflow import (CHANGED_RUNS, CHANGED_STEP, REPO, SMOKE, job_counts, nothing_to_do, snakemake,
                       study_file, write_changed_config)
@@ -385,33 +387,20 @@ def test_a_read_error_is_not_taken_for_damage(data, tmp_path, monkeypatch):
     assert (tmp_path / "run" / CHECKPOINT).is_file()
 
 
-def old_format(path: Path, *drop: str) -> None:
-    """Rewrite a checkpoint as versions before 0.2 wrote it: without ``drop``'s keys."""
-    state = load_file(path)
-    for key in drop:
-        del state[key]
-    torch.save(state, path)
-
-
-def test_an_old_zero_epoch_run_without_metrics_completes(data, trained, tmp_path):
-    cfg = config(data, tmp_path / "run", epochs=0, init=str(trained / BEST))
+def test_a_checkpoint_without_what_a_release_writes_is_set_aside(data, tmp_path, capsys):
+    """A checkpoint lacking a field that every released apot writes (here best.pt's record) is
+    another program's: the run's files are set aside (damaged-*) and it trains again, to the
+    same result."""
+    cfg = config(data, tmp_path / "run")
     first = train(cfg)
-    old_format(tmp_path / "run" / CHECKPOINT, "start_eval", "best_file")
+    state = load_file(tmp_path / "run" / CHECKPOINT)
+    del state["best_file"]
+    torch.save(state, tmp_path / "run" / CHECKPOINT)
     (tmp_path / "run" / METRICS).unlink()
     again = train(cfg)
-    assert again["best_top1"] == first["best_top1"] and again["final_top1"] == first["final_top1"]
-
-
-def test_an_old_checkpoint_with_a_truncated_best_is_damaged(data, tmp_path, capsys):
-    cfg = config(data, tmp_path / "run")
-    train(cfg)
-    old_format(tmp_path / "run" / CHECKPOINT, "best_file")
-    with open(tmp_path / "run" / BEST, "r+b") as handle:
-        handle.truncate(1000)
-    (tmp_path / "run" / METRICS).unlink()
-    train(cfg)
-    assert "is corrupt" in capsys.readouterr().err
-    assert list((tmp_path / "run").glob("damaged-*"))
+    assert "is not a run's checkpoint of this apot" in capsys.readouterr().err
+    assert len(list((tmp_path / "run").glob("damaged-*"))) == 1
+    assert again["best_top1"] == first["best_top1"]
 
 
 def test_a_file_system_without_locks_runs_unlocked_with_a_warning(data, tmp_path, capsys,
@@ -427,11 +416,12 @@ def test_a_file_system_without_locks_runs_unlocked_with_a_warning(data, tmp_path
 
 
 def test_set_aside_twice_in_one_second_keeps_both(tmp_path):
-    from apot.engine.train import set_aside
+    from apot.engine.run_folder import RunFolder
+    folder = RunFolder(tmp_path)
     (tmp_path / METRICS).write_text("{}")
-    first = set_aside(tmp_path, "damaged")
+    first = folder.set_aside("damaged")
     (tmp_path / METRICS).write_text("{}")
-    second = set_aside(tmp_path, "damaged")
+    second = folder.set_aside("damaged")
     assert first != second and (first / METRICS).is_file() and (second / METRICS).is_file()
 
 

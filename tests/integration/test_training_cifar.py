@@ -11,7 +11,8 @@ round-off without letting a broken engine (which stays near 10 %) pass.
 import pytest
 
 from apot.data.prepare import prepare_dataset
-from apot.engine.train import TrainConfig, train
+from apot.engine.config import TrainConfig
+from apot.engine.train import train
 
 THRESHOLD_TOP1 = 25.0
 

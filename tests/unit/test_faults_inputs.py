@@ -382,12 +382,12 @@ def test_an_out_in_a_folder_that_takes_no_file_is_refused_before_the_work(capsys
 
 
 def test_an_os_error_in_any_command_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
-    from apot import cli
+    from apot.cli import commands
 
     def denied(args):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "x"))
-    monkeypatch.setattr(cli, "cmd_levels", denied)
-    assert cli.main(["levels", "--bits", "3"]) == 1
+    monkeypatch.setattr(commands, "levels", denied)
+    assert main(["levels", "--bits", "3"]) == 1
     err = capsys.readouterr().err
     assert err == (f"apot levels: error: permission denied ({tmp_path / 'x'}); check the "
                    f"permissions of the path\n")

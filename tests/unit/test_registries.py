@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apot.cli import build_parser, main
+from apot.cli import main
+from apot.cli.parser import build_parser
 from apot.deploy.cost import cost_tables
 from apot.data.datasets import dataset_names, study_datasets
 from apot.quant import schemes
