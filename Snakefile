@@ -47,7 +47,5 @@ rule study:
 rule all:
     input:
         rules.report.output,
-        rules.summarize.input,
-        rules.summarize.output,
-        force_damaged,
+        rules.study.input,
     default_target: True

@@ -1,13 +1,8 @@
-import os
 from pathlib import Path
 
 import pytest
 
-# Offline material shipped beside every checkout (../shared): CIFAR-10 JPEGs and the authors'
-# released ResNet-20 checkpoints. APOT_SHARED overrides the location.
-SHARED = Path(os.environ.get("APOT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-CIFAR10_ARCHIVE = SHARED / "data" / "cifar-10-images.tar.gz"
-AUTHORS_CHECKPOINTS = SHARED / "data" / "apot-authors-checkpoints"
+from helpers import CIFAR10_ARCHIVE, SHARED
 
 
 @pytest.fixture(scope="session")

@@ -236,7 +236,10 @@ def test_an_evaluation_whose_write_fails_is_printed(data, trained, tmp_path, cap
     monkeypatch.setattr(layout, "write_bytes_atomic", full)
     assert main(eval_args(data, trained, tmp_path / "x.json")) == 1
     captured = capsys.readouterr()
-    assert json.loads(captured.out)["top1"] >= 0  # the result, not lost
+    printed = json.loads(captured.out)  # the result, not lost: the run's best, evaluated again
+    recorded = json.loads((trained / METRICS).read_text())
+    assert printed["checkpoint"] == str(trained / BEST) and printed["n"] > 0
+    assert printed["top1"] == pytest.approx(recorded["best_top1"], abs=1e-9)
     [line] = error_lines(captured.err)
     assert f"no space left on device ({tmp_path / 'x.json'})" in line
 

@@ -14,6 +14,7 @@ import zipfile
 import pytest
 
 from apot.layout import ResultsLayout
+from helpers import REGISTER_TOY, TOY
 from apot.workflow.study import find_run, read_study, train_settings
 from workflow import (BIN, SMOKE, copy_study, copy_workflow, env, job_counts, job_inputs,
                       nothing_to_do, snakemake, study_file)
@@ -396,6 +397,19 @@ def test_killed_run_finishes_only_what_was_missing(smoke_study, tmp_path, shared
         assert "resuming" in log.read_text(), log
     assert len(list(runs.rglob("metrics.json"))) == 12
     assert (workflow / "report/build/report.pdf").is_file()
+
+
+def test_a_scheme_registered_alone_reaches_the_workflow_dry_run(workflow, tmp_path, shared_data):
+    """The real Snakemake dry run, in a process whose start-up registers the toy scheme: the
+    scheme's runs are planned and their jobs get it, with no rule or module edited."""
+    startup = tmp_path / "startup"
+    startup.mkdir()
+    (startup / "sitecustomize.py").write_text(REGISTER_TOY)
+    path = os.pathsep.join(filter(None, [str(startup), os.environ.get("PYTHONPATH")]))
+    done = snakemake(workflow, "-n", "-p", "--config", "preset=smoke", "scheme_ablation=True",
+                     "on_missing_data=skip", APOT_DATA_MIRROR=str(shared_data), PYTHONPATH=path)
+    assert re.search(rf"runs/cifar10/resnet20/\S+/{TOY}-w4/seed0/metrics\.json", done.stdout)
+    assert f"--scheme {TOY}" in done.stdout
 
 
 def test_slurm_profile_maps_resources_and_gpus(workflow, shared_data):

@@ -1,13 +1,17 @@
 """Models for the export tests (test_packed, test_onnx): a ResNet-20 whose every float part
 differs from its initial value, its checkpoint file, and the command line in a subprocess."""
+import json
 import subprocess
 import sys
+
+import safetensors.numpy
 
 import torch
 
 from apot.storage.checkpoints import save_atomic
 from apot.models import build_model
 from apot.quant.schemes import APOT
+from apot.deploy.packed_file import HEADER_KEY, read_packed
 
 
 def randomized_model(bits, scheme=APOT, k=2, first_last="8bit", seed=0):
@@ -42,3 +46,17 @@ def write_checkpoint(tmp_path, bits=4, scheme=APOT):
 def run_apot(*args):
     return subprocess.run([sys.executable, "-m", "apot", *map(str, args)], capture_output=True,
                           text=True)
+
+
+INPUT = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+
+def rewrite(path, out, edit_header=None, edit_arrays=None):
+    header, arrays = read_packed(path)
+    if edit_header:
+        edit_header(header)
+    if edit_arrays:
+        edit_arrays(arrays)
+    out.write_bytes(safetensors.numpy.save(arrays, metadata={HEADER_KEY: json.dumps(header)}))
+    return out

@@ -11,16 +11,7 @@ from apot.storage.checkpoints import extract_state_dict, load_file, load_into_mo
 from apot.errors import UserError
 from apot.models import build_model
 
-AUTHORS_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "apot-authors-checkpoints"
-
-
-def message(info: pytest.ExceptionInfo, *paths: Path) -> str:
-    """The exception's message with the paths taken out (tmp_path holds the test's name)."""
-    text = str(info.value)
-    for path in paths:
-        assert str(path) in text, f"message does not name {path}: {text}"
-        text = text.replace(str(path), "<path>")
-    return text
+from helpers import AUTHORS_CHECKPOINTS as AUTHORS_DIR, message
 
 
 class WritesMarkerWhenUnpickled:

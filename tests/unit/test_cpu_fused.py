@@ -9,13 +9,8 @@ from apot.quant.functional import (ActivationQuantFn, Projector, activation_part
                                    quantize_activation, shared_projector)
 from apot.quant.schemes import magnitude_levels
 
+from helpers import torch_path
 from activations import awkward_inputs
-
-
-def torch_path(monkeypatch, fn, *args):
-    with monkeypatch.context() as patch:
-        patch.setattr(cpu_fused, "AVAILABLE", False)
-        return fn(*args)
 
 
 @pytest.mark.parametrize("scheme", ["apot", "pot"])

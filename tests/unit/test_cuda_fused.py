@@ -15,6 +15,7 @@ from apot.quant.functional import (ActivationQuantFn, Projector, activation_part
                                    quantize_activation, shared_projector)
 from apot.quant.schemes import magnitude_levels
 
+from helpers import torch_path
 from activations import awkward_inputs
 
 needs_triton = pytest.mark.skipif(not cuda_fused.available(),
@@ -29,14 +30,6 @@ def interpreted_forward(x, alpha, table) -> tuple:
     launched."""
     with mock.patch.dict(os.environ, {"TRITON_INTERPRET": "1"}):
         return cuda_fused.activation_forward(x, alpha, table, kernel=cuda_fused.build_kernel())
-
-
-def torch_path(monkeypatch, fn, *args):
-    """``fn(*args)`` through the torch operations, neither fused path."""
-    with monkeypatch.context() as patch:
-        patch.setattr(cpu_fused, "AVAILABLE", False)
-        patch.setattr(cuda_fused, "ENABLED", False)
-        return fn(*args)
 
 
 def assert_same(ours, reference, x):

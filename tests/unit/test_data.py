@@ -8,20 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import message
 from apot.data.archives import CIFAR10_CLASSES, read_split
 from apot.errors import UserError
 
 CLASSES = ("zebra", "apple", "mango")  # deliberately not sorted on disk
 PER_CLASS = 2
 SIZE = 8
-
-
-def message(info: pytest.ExceptionInfo, *paths: Path) -> str:
-    """The exception's message with the paths taken out (tmp_path holds the test's name)."""
-    text = str(info.value)
-    for path in paths:
-        text = text.replace(str(path), "<path>")
-    return text
 
 
 def pixels(split: str, class_index: int, image_index: int, size: int = SIZE) -> np.ndarray:

@@ -5,14 +5,13 @@ import json
 
 import numpy as np
 import pytest
-import safetensors.numpy
 import torch
 from hypothesis import given, settings, strategies as st
 
 from apot.errors import UserError
 from apot.layout import file_sha256
 from apot.models import build_model
-from apot.deploy.packed_file import HEADER_KEY, export_packed, float32_size, load_packed, read_packed
+from apot.deploy.packed_file import export_packed, float32_size, load_packed, read_packed
 from apot.deploy import integer
 from apot.quant.modules import QuantConv2d
 from apot.deploy.packed_layers import PackedQuantConv2d, pack_model, unpack_model
@@ -20,7 +19,7 @@ from apot.deploy.bitpack import (pack_codes, packed_size, sign_magnitude, split_
                                  unpack_codes)
 from apot.quant.schemes import APOT, MODEL_BITS, POT, UNIFORM, scheme_names
 
-from model_builder import randomized_model, run_apot, write_checkpoint
+from model_builder import INPUT, randomized_model, rewrite, run_apot, write_checkpoint
 
 
 @settings(max_examples=200, deadline=None)
@@ -58,9 +57,6 @@ def rebuilt(model, bits, scheme=APOT, k=2, first_last="8bit", arithmetic="levels
     arrays, layers = pack_model(model)
     skeleton = build_model("resnet20", 10, bits, scheme, k, first_last)
     return unpack_model(skeleton, arrays, layers, scheme, k, arithmetic)
-
-
-INPUT = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
 @pytest.mark.parametrize("scheme", scheme_names())
@@ -155,16 +151,6 @@ def test_export_writes_a_file_a_fifth_of_the_float_size_and_loads_it_back(tmp_pa
     loaded, header = load_packed(out)
     with torch.no_grad():
         assert torch.equal(loaded(INPUT), model(INPUT))
-
-
-def rewrite(path, out, edit_header=None, edit_arrays=None):
-    header, arrays = read_packed(path)
-    if edit_header:
-        edit_header(header)
-    if edit_arrays:
-        edit_arrays(arrays)
-    out.write_bytes(safetensors.numpy.save(arrays, metadata={HEADER_KEY: json.dumps(header)}))
-    return out
 
 
 def _drop_tensor(arrays):

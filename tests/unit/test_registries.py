@@ -5,11 +5,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,29 +16,21 @@ from apot.cli.parser import build_parser
 from apot.deploy.cost import cost_tables
 from apot.data.datasets import dataset_names, study_datasets
 from apot.quant import schemes
-from apot.quant.levels import apot_magnitudes, apot_terms
+from apot.quant.levels import apot_magnitudes
 from apot.reporting.render import render_html
 from apot.workflow.study import expand_runs, validate_config
 from apot.reporting.summary import summarize
-from test_summary_report import CONFIG, write_run
+from helpers import REGISTER_TOY, TOY
+from summary_builder import CONFIG, write_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())
-TOY = "toy"
-# The toy scheme: APoT's construction with 1-bit terms, i.e. the uniform levels written as sums
-# of powers of two. Registering it is all the test does; no module is edited.
-REGISTER_TOY = f"""
-from apot.quant import levels, schemes
-schemes.register(schemes.Scheme({TOY!r}, "Toy", lambda bits, k: levels.apot_magnitudes(bits, 1),
-                                lambda bits, k: levels.apot_terms(bits, 1), "#8172b3"))
-"""
 
 
 @pytest.fixture
 def toy_scheme():
-    entry = schemes.register(schemes.Scheme(TOY, "Toy", lambda bits, k: apot_magnitudes(bits, 1),
-                                            lambda bits, k: apot_terms(bits, 1), "#8172b3"))
-    yield entry
+    exec(REGISTER_TOY, {})
+    yield schemes.get_scheme(TOY)
     schemes.unregister(TOY)
 
 
@@ -83,29 +71,6 @@ def test_a_scheme_registered_alone_reaches_the_study_cost_tables_and_report(toy_
     assert "<th>Toy</th>" in table and "71.25 (n=1)" in table
     levels_figure = html.split('<figure id="fig-levels">')[1].split("</figure>")[0]
     assert ">Toy<" in levels_figure
-
-
-def test_a_scheme_registered_alone_reaches_the_workflow_dry_run(tmp_path, shared_data):
-    """The real Snakemake dry run, in a process whose start-up registers the toy scheme."""
-    workflow = tmp_path / "study"
-    for name in ("Snakefile", "rules", "schemas", "config.yaml", "report/templates", "apot"):
-        copier = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
-        (workflow / name).parent.mkdir(parents=True, exist_ok=True)
-        copier(ROOT / name, workflow / name)
-    startup = tmp_path / "startup"
-    startup.mkdir()
-    (startup / "sitecustomize.py").write_text(REGISTER_TOY)
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "snakemake"), "-n", "-p", "--config", "preset=smoke",
-         "scheme_ablation=True", "on_missing_data=skip"],
-        cwd=workflow, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "APOT_OFFLINE": "1", "APOT_DATA_MIRROR": str(shared_data),
-             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-             "PYTHONPATH": os.pathsep.join(filter(None, [str(startup),
-                                                         os.environ.get("PYTHONPATH")]))})
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert re.search(rf"runs/cifar10/resnet20/\S+/{TOY}-w4/seed0/metrics\.json", done.stdout)
-    assert f"--scheme {TOY}" in done.stdout
 
 
 def test_scheme_names_are_written_only_in_the_registry():

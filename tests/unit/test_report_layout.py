@@ -17,7 +17,7 @@ import yaml
 from apot.reporting.render import TEMPLATES, build_report
 from apot.workflow.study import expand_runs, validate_config
 from apot.reporting.summary import summarize
-from test_summary_report import CONFIG, cost_fixture, write_run
+from summary_builder import CONFIG, cost_fixture, write_run
 
 SEEDS = [0, 1, 2]
 AUTHORS_TOP1 = {32: 83.2, 4: 82.9, 3: 83.05, 2: 81.0}

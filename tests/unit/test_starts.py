@@ -1,6 +1,5 @@
 """apot stage-start: a released model copied into one checkpoint that records its origin."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ from apot.layout import file_sha256
 from apot.cli import main
 from apot.models import build_model
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "apot-authors-checkpoints"
+from helpers import AUTHORS_CHECKPOINTS as SHARED
 
 
 def stage(capsys, *argv: str) -> tuple[int, dict | str]:

@@ -6,18 +6,14 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 
 from apot.reporting.render import build_report, comparison_tables, load_cited
-from apot.layout import PREDICTIONS, ResultsLayout
-from apot.engine.predictions import write_predictions
-from apot.workflow.study import expand_runs, train_settings, validate_config
+from apot.workflow.study import expand_runs, validate_config
 from apot.reporting.summary import summarize
+from summary_builder import CONFIG, cost_fixture, write_run
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
 REPRO_REPORT = ROOT.parent / "shared" / "paper" / "reproducibility-report.txt"
 
 # best top-1 per (run path without seed, seed): what the fixture's runs "reached"
@@ -30,39 +26,7 @@ FIXTURE = {
 }
 
 
-def write_run(results: Path, path: str, best: float, seed: int, config: dict) -> None:
-    folder = results / "runs" / path
-    folder.mkdir(parents=True)
-    history = [{"epoch": 0, "lr": 0.1, "train_loss": 1.0, "train_top1": 50.0,
-                "test_loss": 1.1, "test_top1": best - 1, "test_top5": 90.0,
-                "images_per_s": 100.0, "epoch_seconds": 2.0},
-               {"epoch": 1, "lr": 0.01, "train_loss": 0.8, "train_top1": 60.0,
-                "test_loss": 0.9, "test_top1": best, "test_top5": 95.0,
-                "images_per_s": 100.0, "epoch_seconds": 2.0}]
-    with open(folder / "history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    (folder / "metrics.json").write_text(json.dumps({
-        "best_top1": best, "best_epoch": 1, "final_top1": best - 0.5, "final_top5": 95.0,
-        "epochs": 2, "wall_seconds": 4.0, "device": "cpu", "seed": seed, "init": None,
-        "config": recorded_config(config, path, results),
-        "predictions": write_test_predictions(folder / PREDICTIONS, best)}))
 
-
-def write_test_predictions(path: Path, top1: float, images: int = 100) -> dict:
-    """Per-image predictions of ``images`` test images, the first round(top1 %) of them
-    right: models of one fixture disagree only where their accuracies differ."""
-    labels = np.arange(images) % 10
-    right = np.arange(images) < round(top1 / 100 * images)
-    return write_predictions(path, np.where(right, labels, (labels + 1) % 10), labels,
-                             "test.pt sha256 " + "ab" * 32)
-
-
-def recorded_config(config: dict, path: str, results: Path) -> dict:
-    """The settings metrics.json records: those the study gives the run."""
-    run = next(run for run in expand_runs(config) if run.path == path)
-    return train_settings(run, ResultsLayout(str(results)))
 
 
 @pytest.fixture
@@ -223,13 +187,6 @@ def test_cited_cost_figures_are_those_of_the_papers_table():
         assert value == row["paper"]
     assert f"{cost['reduction']['paper_percent']} %" in text
     assert "4-bit ResNet-50" in text
-
-
-def cost_fixture(results: Path) -> Path:
-    from apot.deploy.cost import cost_tables
-    path = results / "cost.json"
-    path.write_text(json.dumps(cost_tables([("resnet20", 32), ("resnet20", 4)])))
-    return path
 
 
 def test_report_cost_section_shows_paper_and_computed_figures(study, tmp_path, html_only):
