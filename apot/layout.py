@@ -43,7 +43,9 @@ MANIFEST = "manifest.json"  # a prepared dataset's
 # the preset's own files in results/<preset> (ResultsLayout.preset_file)
 COST_TABLES, CLAIMS, ACCURACY, HISTORIES = ("cost.json", "claims.json", "accuracy.json",
                                             "histories.csv")
-REPORT_DIR = "report/build"  # the rendered report: report.html, report.pdf, figures/, tables/
+# The rendered reports, one folder per preset (ResultsLayout.report_dir): report.html,
+# report.pdf, config.yaml, figures/, tables/
+REPORT_DIR = "report/build"
 # Study files are named by the first hex digits of their content's sha256: a file, once
 # written, never changes, so an invocation (a dry run too) cannot alter what a running job reads.
 STUDIES, STUDY_DIGEST_CHARS = "studies", 16
@@ -62,6 +64,11 @@ class ResultsLayout:
     @property
     def preset(self) -> str:
         return Path(self.results).name
+
+    @property
+    def report_dir(self) -> str:
+        """The preset's rendered report (apot report): report/build/<preset>."""
+        return f"{REPORT_DIR}/{self.preset}"
 
     @property
     def logs(self) -> str:

@@ -16,15 +16,15 @@ rule eval_authors:
     params:
         data=data_dir(AUTHORS_DATA),
     log:
-        LAYOUT.log("authors/resnet20-w{bits}"),
+        LAYOUT.log(f"authors/{AUTHORS_ARCH}-w{{bits}}"),
     threads: config["train_threads"]
     resources:
         gpu=TRAIN_GPUS,
         mem_mb=4000,
         runtime=30,
     shell:
-        "{APOT} eval --arch resnet20 --bits {wildcards.bits} "
-        "--checkpoint {AUTHORS_DIR}/res20_{wildcards.bits}bit.pth.tar --data {params.data:q} "
+        "{APOT} eval --arch " + AUTHORS_ARCH + " --bits {wildcards.bits} --checkpoint "
+        "{AUTHORS_DIR}/" + AUTHORS_FILE.format(bits="{wildcards.bits}") + " --data {params.data:q} "
         "--split test {DEVICE_ARGS} --threads {threads} "
         "--out {output.result:q} --predictions {output.predictions:q} > {log:q} 2>&1"
 
@@ -33,14 +33,14 @@ rule stage_authors_start:
     output:
         LAYOUT.start(start_file("authors", AUTHORS_ARCH, "{bits}")),
     log:
-        LAYOUT.log("starts/authors-resnet20-w{bits}"),
+        LAYOUT.log(f"starts/authors-{AUTHORS_ARCH}-w{{bits}}"),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "{APOT} stage-start --start authors --arch resnet20 "
-        "--checkpoint {AUTHORS_DIR}/res20_{wildcards.bits}bit.pth.tar --out {output:q} "
+        "{APOT} stage-start --start authors --arch " + AUTHORS_ARCH + " --checkpoint "
+        "{AUTHORS_DIR}/" + AUTHORS_FILE.format(bits="{wildcards.bits}") + " --out {output:q} "
         "> {log:q} 2>&1"
 
 

@@ -14,11 +14,11 @@ from apot.layout import (ACCURACY, CLAIMS, COST_TABLES, HISTORIES, METRICS, ONNX
 from apot.quant.schemes import FLOAT, FLOAT_BITS, MODEL_BITS, integer_range_problem
 from apot.data.sources import mirror_folder
 from apot.workflow.study import AUTHORS_BITS as AUTHORS_BITS_ALL
-from apot.workflow.study import (AUTHORS_ARCH, STUDY_ENV, authors_checkpoints, check_config,
-                                 check_data, best_model_settings, check_starts, data_sources,
-                                 dataset_of, expand_runs, export_settings, run_problems, start_file,
-                                 start_path, study_digest, study_record, study_text, train_settings,
-                                 write_study)
+from apot.workflow.study import (AUTHORS_ARCH, AUTHORS_FILE, STUDY_ENV, authors_checkpoints,
+                                 check_config, check_data, check_starts, cost_settings,
+                                 data_sources, dataset_of, expand_runs, export_settings,
+                                 run_problems, start_file, start_path, study_digest, study_record,
+                                 study_text, train_settings, write_study)
 
 PRESET = config["preset"]
 LAYOUT = ResultsLayout.of_preset(PRESET)
@@ -72,9 +72,9 @@ AUTHORS_BITS = sorted(
 # The apot command line of the interpreter running Snakemake: no reliance on PATH, also in
 # cluster jobs (which share this file system).
 APOT = f"{shlex.quote(sys.executable)} -m apot"
-REPORT_FILES = ["report/build/report.html", "report/build/report.pdf"]
+REPORT_FILES = [f"{LAYOUT.report_dir}/report.html", f"{LAYOUT.report_dir}/report.pdf"]
 # The report's figures (SVG) and tables (CSV), also as files of their own (apot report).
-REPORT_FIGURES, REPORT_TABLES = "report/build/figures", "report/build/tables"
+REPORT_FIGURES, REPORT_TABLES = f"{LAYOUT.report_dir}/figures", f"{LAYOUT.report_dir}/tables"
 TRAIN_GPUS = 0 if config["device"] == "cpu" else 1
 
 # Light jobs, and the download (compute nodes are often offline), stay on the submitting host
@@ -129,12 +129,9 @@ def onnx_settings_of(wildcards):
     return export_settings(run_of(wildcards), LAYOUT, "onnx")
 
 
-def cost_args(run):
-    """apot cost flags of one trained run: its model, its best weights, where to write."""
-    args = [part for name, value in best_model_settings(run, LAYOUT).items()
-            for part in (f"--{name.replace('_', '-')}", value)]
-    args += ["--layers", "--out", run_cost(run.path)]
-    return " ".join(shlex.quote(str(a)) for a in args)
+def cost_settings_of(wildcards):
+    """The same for a run_cost job (apot cost --study --run, apot.workflow.study.cost_settings)."""
+    return cost_settings(run_of(wildcards), LAYOUT)
 
 
 def run_of(wildcards):

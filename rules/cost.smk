@@ -2,7 +2,8 @@
 # model and bit-width of the preset's studies, in each scheme, plus the paper's cost
 # configurations (ResNet-18 5/3-bit, ResNet-50 4-bit); it needs no data and no trained weights.
 # run_cost: the expected shifts and adds of one trained quantized run, over the levels its
-# best weights actually use.
+# best weights actually use; as a training job, apot cost reads its settings from the study
+# file (apot.workflow.study.cost_settings).
 
 
 rule cost_tables:
@@ -26,7 +27,7 @@ rule run_cost:
     output:
         run_cost("{run}"),
     params:
-        args=lambda w: cost_args(run_of(w)),
+        settings=cost_settings_of,
     wildcard_constraints:
         run=QUANTIZED_PATTERN,
     log:
@@ -36,4 +37,5 @@ rule run_cost:
         mem_mb=4000,
         runtime=10,
     shell:
-        "{APOT} cost {params.args} --threads {threads} > {log:q} 2>&1"
+        "{APOT} cost --study {STUDY_FILE:q} --run {wildcards.run:q} --threads {threads} "
+        "> {log:q} 2>&1"

@@ -76,7 +76,9 @@ rule report:
                       caption="../report/captions/table.rst", category="Tables",
                       labels={"table": "{name}"}),
         # the resolved config, which the PDF points to instead of printing it
-        config="report/build/config.yaml",
+        config=f"{LAYOUT.report_dir}/config.yaml",
+    params:
+        out_dir=LAYOUT.report_dir,
     log:
         LAYOUT.log("report"),
     threads: 1
@@ -85,4 +87,4 @@ rule report:
         runtime=10,
     shell:
         "{APOT} report --summary {input.summary:q} --claims {input.claims:q} "
-        "--out-dir report/build > {log:q} 2>&1"
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -3,6 +3,7 @@ JSON that apot.cli.main prints; --out and --result files get the same JSON."""
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 from apot.data.prepare import prepare_dataset
 from apot.deploy.cost import model_cost
@@ -21,7 +22,7 @@ from apot.reporting.summary import summarize as collect
 from apot.reporting.summary import write_cost_tables
 from apot.storage.jsonfile import write_result
 from apot.storage.outputs import check_output_file
-from apot.workflow.jobs import export_job_settings, flags, train_job_settings
+from apot.workflow.jobs import cost_job_settings, export_job_settings, flags, train_job_settings
 from apot.workflow.study import read_study
 
 # apot export's settings, each a flag; with --study and --run the study file gives them all
@@ -46,14 +47,21 @@ def evaluate(args: argparse.Namespace) -> dict:
                                  args.device, args.threads, args.predictions), args.out)
 
 
-def export(args: argparse.Namespace) -> dict:
-    given = {name: getattr(args, name) for name in EXPORT_SETTINGS
-             if getattr(args, name) is not None}
+def settings_of(args: argparse.Namespace, names, required, from_study) -> dict:
+    """A command's settings: a workflow job's from its study file (``from_study``, with
+    --study and --run), else its flags ``names`` (``required`` among them), the model's
+    defaulting to DESCRIPTION_DEFAULTS."""
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.study or args.run_path:
-        given = export_job_settings(args.study, args.run_path, list(given), args.format)
-    elif missing := [name for name in REQUIRED_EXPORT_SETTINGS if name not in given]:
+        given = from_study(args.study, args.run_path, list(given))
+    elif missing := [name for name in required if name not in given]:
         raise UserError(f"give {flags(missing)}, or the run's --study file and --run")
-    settings = {**DESCRIPTION_DEFAULTS, **given}
+    return {**DESCRIPTION_DEFAULTS, **given}
+
+
+def export(args: argparse.Namespace) -> dict:
+    settings = settings_of(args, EXPORT_SETTINGS, REQUIRED_EXPORT_SETTINGS,
+                           partial(export_job_settings, format=args.format))
     check_output_file(settings["out"])
     check_output_file(settings.get("result"))
     verify = (Images(settings["verify_data"],
@@ -87,9 +95,12 @@ def stage_start(args: argparse.Namespace) -> dict:
 
 
 def cost(args: argparse.Namespace) -> dict:
-    check_output_file(args.out)
-    model = {f: getattr(args, f) for f in DESCRIPTION_FIELDS}
-    return write_result(model_cost(model, args.checkpoint, args.layers, args.threads), args.out)
+    settings = settings_of(args, (*DESCRIPTION_FIELDS, "checkpoint", "out", "layers"),
+                           ("arch", "bits"), cost_job_settings)
+    check_output_file(settings.get("out"))
+    model = {f: settings[f] for f in DESCRIPTION_FIELDS}
+    return write_result(model_cost(model, settings.get("checkpoint"), settings.get("layers"),
+                                   args.threads), settings.get("out"))
 
 
 def cost_tables(args: argparse.Namespace) -> dict:

@@ -13,15 +13,13 @@ from apot.deploy.export import EXPORT_FORMATS
 from apot.deploy.onnx_export import ONNX_FORMS
 from apot.deploy.packed_layers import ARITHMETICS
 from apot.engine.config import FIELD_HELP, REQUIRED_FIELDS, field_defaults
-from apot.layout import REPORT_DIR
 from apot.models import ARCHS, DESCRIPTION_DEFAULTS
 from apot.quant.convert import FIRST_LAST_POLICIES
 from apot.quant.levels import MAX_BITS, MIN_BITS
 from apot.quant.schemes import APOT, FLOAT_BITS, MODEL_BITS, scheme_names
 from apot.workflow.study import RELEASED_STARTS
 
-THREADS_HELP = ("CPU threads of torch and numba (default: torch's: OMP_NUM_THREADS, else the "
-                "core count)")
+THREADS_HELP = "CPU threads of torch and numba (default: OMP_NUM_THREADS, else the cores)"
 STUDY_HELP = ("a workflow job: the study file the Snakefile writes "
               "(results/<preset>/studies/<digest>.json), with --run; it gives every setting but ")
 
@@ -57,22 +55,18 @@ base_bits = integer(lambda v: None if 1 <= v <= MAX_BITS else
                     f"k must be an integer from 1 to {MAX_BITS}")
 
 
-def add_model_flags(p: argparse.ArgumentParser, note: str, required: bool = False,
-                    defaults: bool = False) -> None:
-    """--arch, --bits, --scheme, --k, --first-last: the model a checkpoint holds. ``note``
-    ends each help; ``defaults``: fill DESCRIPTION_DEFAULTS here (else None when left out)."""
-    given = DESCRIPTION_DEFAULTS if defaults else {}
-    p.add_argument("--arch", choices=list(ARCHS), required=required, help=note)
-    p.add_argument("--bits", type=model_bits, required=required,
-                   help=f"weight/activation bits of the inner layers ({MODEL_BITS[0]}.."
-                        f"{MODEL_BITS[-1]}), or {FLOAT_BITS} for the float model {note}")
-    p.add_argument("--scheme", choices=scheme_names(), default=given.get("scheme"),
+def add_model_flags(p: argparse.ArgumentParser, note: str) -> None:
+    """--arch, --bits, --scheme, --k, --first-last: the model a checkpoint holds; None when left
+    out (the command fills DESCRIPTION_DEFAULTS). ``note`` ends each help."""
+    p.add_argument("--arch", choices=list(ARCHS), help=note)
+    p.add_argument("--bits", type=model_bits, help=f"inner layers' bits ({MODEL_BITS[0]}.."
+                   f"{MODEL_BITS[-1]}), or {FLOAT_BITS} for the float model {note}")
+    p.add_argument("--scheme", choices=scheme_names(),
                    help=f"(default {DESCRIPTION_DEFAULTS['scheme']}) {note}")
-    p.add_argument("--k", type=base_bits, default=given.get("k"),
+    p.add_argument("--k", type=base_bits,
                    help=f"APoT base bit-width (default {DESCRIPTION_DEFAULTS['k']}) {note}")
-    p.add_argument("--first-last", choices=FIRST_LAST_POLICIES, default=given.get("first_last"),
-                   help=f"first conv / last linear: the authors' 8-bit weights (default) or "
-                        f"float {note}")
+    p.add_argument("--first-last", choices=FIRST_LAST_POLICIES, help="first conv / last linear: "
+                   f"the authors' 8-bit weights (default) or float {note}")
 
 
 def add_levels(sub) -> None:
@@ -90,20 +84,18 @@ def add_levels(sub) -> None:
 
 def add_images_flags(p: argparse.ArgumentParser) -> None:
     """The images apot eval runs on (apot.engine.evaluate.Images)."""
-    p.add_argument("--data", type=Path, required=True,
-                   help="image-folder archive (.tar.gz, .tar, .zip) or folder with "
-                        "<split>/<class>/, or a prepared dataset")
+    p.add_argument("--data", type=Path, required=True, help="a prepared dataset, or an image "
+                   "folder (<split>/<class>/) or its archive (.tar.gz, .tar, .zip)")
     p.add_argument("--split", default="test")
     p.add_argument("--dataset", choices=dataset_names(), help="the dataset whose normalization "
                    "applies (default: the data's own; apot.engine.evaluate.Images)")
     p.add_argument("--batch-size", type=positive, default=100)
-    p.add_argument("--limit-per-class", type=positive, default=None,
+    p.add_argument("--limit-per-class", type=positive,
                    help="evaluate only the first N images of each class (quick checks)")
 
 
 def add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a checkpoint, a packed or an ONNX model on a "
-                                    "dataset; prints JSON")
+    p = sub.add_parser("eval", help="evaluate a checkpoint, packed or ONNX model; prints JSON")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="a checkpoint (needs --arch and --bits)")
     source.add_argument("--packed", type=Path, help="a packed model (apot export), which names "
@@ -115,12 +107,10 @@ def add_eval(sub) -> None:
                    "trained model's logits bit for bit (default); integer: exact integer sums")
     add_images_flags(p)
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    p.add_argument("--threads", type=positive, default=None, help=THREADS_HELP)
-    p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
-    p.add_argument("--predictions", type=Path, default=None,
-                   help="also write each image's predicted class to this file (.npz, "
-                        "apot.engine.predictions): what pairs this model's errors with "
-                        "another's")
+    p.add_argument("--threads", type=positive, help=THREADS_HELP)
+    p.add_argument("--out", type=Path, help="also write the JSON to this file")
+    p.add_argument("--predictions", type=Path, help="also write each image's predicted class "
+                   "to this file (.npz, apot.engine.predictions)")
     p.set_defaults(run=commands.evaluate)
 
 
@@ -128,25 +118,23 @@ def add_export(sub) -> None:
     p = sub.add_parser("export", help="write a quantized checkpoint as a packed model (integer "
                                       "codes, safetensors); prints its size against float32")
     p.add_argument("--study", type=Path, help=STUDY_HELP + "--threads")
-    p.add_argument("--run", dest="run_path", default=None,
+    p.add_argument("--run", dest="run_path",
                    help="a quantized run's folder under the study's runs/ (with --study)")
     add_model_flags(p, "(arch and bits required without --study)")
     p.add_argument("--checkpoint", type=Path, help="a quantized checkpoint (required without "
                    "--study)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="the file to write (required without --study)")
-    p.add_argument("--result", type=Path, default=None,
-                   help="also write the printed JSON to this file")
+    p.add_argument("--out", type=Path, help="the file to write (required without --study)")
+    p.add_argument("--result", type=Path, help="also write the printed JSON to this file")
     p.add_argument("--verify-data", type=Path, help="run the checkpoint and the written file "
                    "on this data's test split and record how they differ")
-    p.add_argument("--verify-limit-per-class", type=positive, default=None,
+    p.add_argument("--verify-limit-per-class", type=positive,
                    help="verify on the first N test images of each class only")
     p.add_argument("--format", choices=EXPORT_FORMATS, default=EXPORT_FORMATS[0],
                    help="packed: integer codes in safetensors (default); onnx: an ONNX model")
     p.add_argument("--onnx-form", choices=ONNX_FORMS, help="(with --format onnx) qdq: int8 "
                    "kernels, fast (default); integer: exact sums, the model's top-1; float: "
                    "float32, the speed baseline (docs/onnx.md)")
-    p.add_argument("--threads", type=positive, default=None, help=THREADS_HELP)
+    p.add_argument("--threads", type=positive, help=THREADS_HELP)
     p.set_defaults(run=commands.export)
 
 
@@ -156,11 +144,11 @@ def add_prepare_data(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="prepared dataset folder")
     p.add_argument("--mirror", help="folder with cifar-10-images.tar.gz etc. (default: "
                    "$APOT_DATA_MIRROR; unset: torchvision download)")
-    p.add_argument("--download-root", default=None, help="where torchvision downloads to")
-    p.add_argument("--imagenet-root", default=None, help="ImageNet folder with train/ and val/")
-    p.add_argument("--train-per-class", type=positive, default=None,
+    p.add_argument("--download-root", help="where torchvision downloads to")
+    p.add_argument("--imagenet-root", help="ImageNet folder with train/ and val/")
+    p.add_argument("--train-per-class", type=positive,
                    help="keep a seeded, class-balanced subset of the training set")
-    p.add_argument("--test-per-class", type=positive, default=None)
+    p.add_argument("--test-per-class", type=positive)
     p.add_argument("--seed", type=int, default=0, help="subset / generator seed")
     p.add_argument("--synthetic-classes", type=positive, default=10)
     p.set_defaults(run=commands.prepare_data)
@@ -169,7 +157,7 @@ def add_prepare_data(sub) -> None:
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train or fine-tune one model (resumes); prints metrics")
     p.add_argument("--study", type=Path, help=STUDY_HELP + "--device, --threads and --workers")
-    p.add_argument("--run", dest="run_path", default=None,
+    p.add_argument("--run", dest="run_path",
                    help="the run's folder under the study's runs/ (with --study)")
     defaults = field_defaults()
     # a flag left out is None here: TrainConfig's default, unless the study file gives it
@@ -192,20 +180,22 @@ def add_stage_start(sub) -> None:
     p.add_argument("--start", choices=RELEASED_STARTS, required=True, help="authors: their "
                    "--checkpoint; torchvision: its pretrained ImageNet weights of --arch")
     p.add_argument("--arch", choices=list(ARCHS), required=True)
-    p.add_argument("--checkpoint", type=Path, default=None, help="the released file (authors)")
+    p.add_argument("--checkpoint", type=Path, help="the released file (authors)")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(run=commands.stage_start)
 
 
 def add_cost(sub) -> None:
     p = sub.add_parser("cost", help="operation counts of a model (MACs, FixOPs, shifts, adds)")
-    add_model_flags(p, "", required=True, defaults=True)
-    p.add_argument("--checkpoint", type=Path, default=None,
+    p.add_argument("--study", type=Path, help=STUDY_HELP + "--threads")
+    p.add_argument("--run", dest="run_path", help="a quantized run under runs/ (with --study)")
+    add_model_flags(p, "(arch and bits required without --study)")
+    p.add_argument("--checkpoint", type=Path,
                    help="expected counts over this trained model's weight levels (default: "
                         "every level equally used)")
-    p.add_argument("--layers", action="store_true", help="include the per-layer rows")
-    p.add_argument("--threads", type=positive, default=None, help=THREADS_HELP)
-    p.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
+    p.add_argument("--layers", action="store_true", default=None, help="per-layer rows too")
+    p.add_argument("--threads", type=positive, help=THREADS_HELP)
+    p.add_argument("--out", type=Path, help="also write the JSON to this file")
     p.set_defaults(run=commands.cost)
 
 
@@ -219,10 +209,9 @@ def add_reporting(sub) -> None:
     p.set_defaults(run=commands.cost_tables)
     p = sub.add_parser("summarize", help="collect a preset's runs into summary/accuracy files")
     p.add_argument("--results", type=Path, required=True, help="results/<preset> folder")
-    p.add_argument("--benchmarks", type=Path, default=None,
+    p.add_argument("--benchmarks", type=Path,
                    help="benchmarks/<preset> folder (Snakemake job times)")
-    p.add_argument("--cost", type=Path, default=None,
-                   help="cost tables to include (results/<preset>/cost.json)")
+    p.add_argument("--cost", type=Path, help="cost tables to include (results/<preset>/cost.json)")
     p.add_argument("--study", required=True, **study)
     p.set_defaults(run=commands.summarize)
     p = sub.add_parser("claims", help="judge the paper's claims from summary.json: writes "
@@ -232,10 +221,10 @@ def add_reporting(sub) -> None:
     p.set_defaults(run=commands.claims)
     p = sub.add_parser("report", help="render report.html and report.pdf from summary.json")
     p.add_argument("--summary", type=Path, required=True)
-    p.add_argument("--claims", type=Path, default=None,
+    p.add_argument("--claims", type=Path,
                    help="the verdicts to render (apot claims); computed from the summary when "
                         "left out")
-    p.add_argument("--out-dir", type=Path, default=Path(REPORT_DIR))
+    p.add_argument("--out-dir", type=Path, help="(default: report/build/<the summary's preset>)")
     p.set_defaults(run=commands.report)
     p = sub.add_parser("dvc-plots-template",
                        help="write an HTML template with which dvc plots show draws offline")

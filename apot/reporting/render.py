@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from apot.layout import write_text_atomic
+from apot.layout import ResultsLayout, write_text_atomic
 from apot.reporting.claims import VERDICTS, claims_document, group_index
 from apot.errors import UserError
 from apot.storage.jsonfile import read_json, write_json
@@ -622,13 +622,15 @@ def _check_type(summary: dict, key: str, kind: type, path: Path) -> None:
                         f"a JSON {_JSON_TYPES[kind]}: {NOT_A_SUMMARY}")
 
 
-def build_report(summary_path: str | Path, out_dir: str | Path,
+def build_report(summary_path: str | Path, out_dir: str | Path | None = None,
                  claims_path: str | Path | None = None) -> dict:
     """Render report.html and report.pdf from summary.json (and the verdicts of claims.json,
-    computed from the summary when ``claims_path`` is None) into ``out_dir``, with the
-    resolved config (config.yaml) and the figures and tables as files beside them."""
-    summary_path, out_dir = Path(summary_path), Path(out_dir)
+    computed from the summary when ``claims_path`` is None) into ``out_dir`` (None: the
+    summary's preset's report folder, ResultsLayout.report_dir), with the resolved config
+    (config.yaml) and the figures and tables as files beside them."""
+    summary_path = Path(summary_path)
     summary = read_summary(summary_path)
+    out_dir = Path(out_dir or ResultsLayout.of_preset(summary["preset"]).report_dir)
     claims = None if claims_path is None else read_claims(Path(claims_path), summary)
     try:
         context = report_context(summary, claims)

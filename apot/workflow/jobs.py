@@ -10,11 +10,19 @@ from typing import Any
 from apot.engine.settings import RUNTIME_FIELDS
 from apot.errors import UserError
 from apot.layout import ResultsLayout
-from apot.workflow.study import (RunSpec, check_parent, check_trained, export_settings, find_run,
-                                 read_study, train_settings)
+from apot.workflow.study import (
+    RunSpec,
+    check_parent,
+    check_trained,
+    cost_settings,
+    export_settings,
+    find_run,
+    read_study,
+    train_settings,
+)
 
-# apot export's settings that name files
-EXPORT_PATHS = ("checkpoint", "out", "result", "verify_data")
+# apot export's and apot cost's settings that name files
+PATH_FLAGS = ("checkpoint", "out", "result", "verify_data")
 
 
 def flags(names) -> str:
@@ -47,12 +55,25 @@ def train_job_settings(study, run_path, given: dict[str, Any]) -> dict[str, Any]
 
 def export_job_settings(study, run_path, given: list[str], format: str) -> dict[str, Any]:
     """apot export's settings of a workflow job in ``format`` (apot.workflow.study.
-    export_settings), paths as Paths; ``given``: the defining flags also given, refused. The
-    run must have completed with the study's settings."""
+    export_settings); ``given``: the defining flags also given, refused."""
+    return trained_run_settings(study, run_path, given, "export",
+                                lambda run, layout: export_settings(run, layout, format))
+
+
+def cost_job_settings(study, run_path, given: list[str]) -> dict[str, Any]:
+    """apot cost's settings of a workflow job (apot.workflow.study.cost_settings)."""
+    return trained_run_settings(study, run_path, given, "cost", cost_settings)
+
+
+def trained_run_settings(study, run_path, given: list[str], job: str,
+                         settings) -> dict[str, Any]:
+    """``settings(run, layout)`` of a ``job`` that reads a trained run, paths as Paths. The run
+    must have completed with the study's settings; the flags ``given`` are refused (the
+    study file defines the job)."""
     if given:
-        raise UserError(f"{flags(given)}: the study file defines the export; leave them out, "
+        raise UserError(f"{flags(given)}: the study file defines the {job}; leave them out, "
                         f"or give every setting without --study")
     run, layout, _ = study_run(study, run_path)
     check_trained(run, layout, study)
-    return {name: Path(value) if name in EXPORT_PATHS else value
-            for name, value in export_settings(run, layout, format).items()}
+    return {name: Path(value) if name in PATH_FLAGS else value
+            for name, value in settings(run, layout).items()}

@@ -36,8 +36,7 @@ from apot.data.datasets import ARCHIVE, FOLDER, get_dataset, study_datasets
 from apot.engine.settings import PATH_SETTINGS, SCHEMA, same_path
 from apot.errors import UserError
 from apot.storage.jsonfile import json_text, read_record
-from apot.layout import (BEST, MANIFEST, METRICS, ONNX_MODEL, ONNX_RESULT, PACKED, PACKED_RESULT,
-                         STUDIES, STUDY_DIGEST_CHARS, ResultsLayout, write_text_if_changed)
+from apot.layout import (BEST, MANIFEST, METRICS, ONNX_MODEL, ONNX_RESULT, PACKED, PACKED_RESULT, RUN_COST, ResultsLayout, STUDIES, STUDY_DIGEST_CHARS, write_text_if_changed)
 from apot.quant.schemes import APOT, FLOAT, FLOAT_BITS, ablation_schemes
 from apot.data.sources import (TORCHVISION_HOST, TORCHVISION_URL, TORCHVISION_WEIGHTS,
                                mirror_folder, torch_hub_checkpoints)
@@ -158,6 +157,13 @@ def best_model_settings(run: RunSpec, layout: ResultsLayout) -> dict[str, Any]:
     return {"arch": run.arch, "bits": run.bits, "scheme": run.train["scheme"],
             "k": run.train["k"], "first_last": run.train["first_last"],
             "checkpoint": layout.run_file(run.path, BEST)}
+
+
+def cost_settings(run: RunSpec, layout: ResultsLayout) -> dict[str, Any]:
+    """``apot cost``'s settings of one trained quantized run: its model over its best weights,
+    per layer, written beside them."""
+    return {**best_model_settings(run, layout), "layers": True,
+            "out": layout.run_file(run.path, RUN_COST)}
 
 
 # per export format: the file, the printed result

@@ -49,7 +49,7 @@ def test_dvc_repro_runs_the_smoke_study(repo):
     assert (folder / "results/smoke/runs" / DROPPED / "seed0/cost.json").is_file()
     assert (folder / "dvc.lock").is_file()
     for name in ("report.html", "report.pdf"):
-        assert (folder / "report/build" / name).stat().st_size > 1000
+        assert (folder / "report/build/smoke" / name).stat().st_size > 1000
     assert (folder / RUN / "checkpoint.pt").is_file()
     lock = (folder / "dvc.lock").read_text()
     assert "results/smoke/runs" in lock and "report/build" in lock
@@ -120,7 +120,7 @@ def test_push_then_pull_into_a_new_clone_needs_no_training(repo, tmp_path, share
     dvc(clone, "remote", "modify", "--local", "local", "url", remote)
     dvc(clone, "pull")
     assert sha256(clone / RUN / "best.pt") == sha256(folder / RUN / "best.pt")
-    assert (clone / "report/build/report.pdf").is_file()
+    assert (clone / "report/build/smoke/report.pdf").is_file()
     # Pulled files carry new modification times in no particular order; Snakemake would
     # retrain on that alone. --touch marks them as up to date, as the README says.
     snakemake(clone, "--touch", **mirror)

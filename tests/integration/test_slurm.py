@@ -113,9 +113,9 @@ def test_smoke_preset_on_slurm_matches_a_local_run(cluster, tmp_path, shared_dat
 
     # the same files as the local run of the same preset, and the report says where runs ran
     assert tree(folder) == tree(local)
-    html = (folder / "report/build/report.html").read_text()
+    html = (folder / "report/build/smoke/report.html").read_text()
     assert "1 of 12 runs as SLURM jobs (1 job)" in html
-    assert (folder / "report/build/report.pdf").read_bytes().startswith(b"%PDF")
+    assert (folder / "report/build/smoke/report.pdf").read_bytes().startswith(b"%PDF")
 
 
 def read(path) -> str:

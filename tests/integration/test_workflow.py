@@ -236,7 +236,7 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
     assert origin["kind"] == "authors" and origin["file"].endswith("res20_32bit.pth.tar")
     assert origin["sha256"].startswith("f2d107bcd63c")
     assert warm["started_from"]["file"] == "results/smoke/starts/authors-resnet20-w32.pt"
-    html = (folder / "report/build/report.html").read_text()
+    html = (folder / "report/build/smoke/report.html").read_text()
     # the verdicts as data, which the report renders: every claim with its comparisons
     claims = json.loads((folder / "results/smoke/claims.json").read_text())
     assert claims["preset"] == "smoke" and "margin = sqrt(" in claims["rule"]
@@ -269,7 +269,7 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
         assert within["verdict"] == "inconclusive"
     assert "Warm start: our fine-tunes" in html
     assert "staged as results/smoke/starts/authors-resnet20-w32.pt" in html  # provenance
-    assert (folder / "report/build/report.pdf").read_bytes().startswith(b"%PDF")
+    assert (folder / "report/build/smoke/report.pdf").read_bytes().startswith(b"%PDF")
     assert "REDUCED SCALE" in html
     assert "not run: no data source" in html  # CIFAR-100 rows
     assert "not configured: no ImageNet folder" in html
@@ -317,7 +317,7 @@ def test_smoke_preset_runs_end_to_end(smoke_study):
     speed = html.split("<h3>Measured: int8 inference in ONNX Runtime")[1].split("</p>")[0]
     assert check["cpu"] in speed and "×" in speed
     # the report's figures and tables as files of their own
-    build = folder / "report/build"
+    build = folder / "report/build/smoke"
     assert (build / "figures/levels.svg").read_text().startswith("<?xml")
     assert (build / "tables/packed-models.csv").read_text().count("\n") == 1 + 9
     assert (build / "tables/onnx-models.csv").read_text().count("\n") == 1 + 9
@@ -335,8 +335,8 @@ def test_snakemake_report_archive_holds_the_report_figures_and_tables(smoke_stud
         names = zipped.namelist()
         page = zipped.read("report/report.html").decode()
     stored = {name.rsplit("/", 1)[1] for name in names if "/data/raw/" in name}
-    figures = {p.name for p in (folder / "report/build/figures").glob("*.svg")}
-    tables = {p.name for p in (folder / "report/build/tables").glob("*.csv")}
+    figures = {p.name for p in (folder / "report/build/smoke/figures").glob("*.svg")}
+    tables = {p.name for p in (folder / "report/build/smoke/tables").glob("*.csv")}
     assert len(figures) >= 5 and len(tables) >= 5
     assert stored == {"report.html", "report.pdf", "summary.csv", "histories.csv",
                       *figures, *tables}
@@ -396,7 +396,7 @@ def test_killed_run_finishes_only_what_was_missing(smoke_study, tmp_path, shared
         log = workflow / "logs/smoke/runs" / f"{folder.relative_to(runs)}.log"
         assert "resuming" in log.read_text(), log
     assert len(list(runs.rglob("metrics.json"))) == 12
-    assert (workflow / "report/build/report.pdf").is_file()
+    assert (workflow / "report/build/smoke/report.pdf").is_file()
 
 
 def test_a_scheme_registered_alone_reaches_the_workflow_dry_run(workflow, tmp_path, shared_data):

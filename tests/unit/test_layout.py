@@ -135,18 +135,32 @@ def test_export_resolves_its_run_from_the_study_file(study_file, capsys):
     assert not Path(f"results/smoke/runs/{run.path}/{PACKED}").exists()
 
 
-@pytest.mark.parametrize("extra, wanted", [
-    (["--bits", "4"], "--bits: the study file defines the export"),
-    (["--out", "x.safetensors", "--k", "1"], "--k, --out: the study file defines the export"),
-    (["--no-study"], "--study and --run go together"),
+@pytest.mark.parametrize("command, extra, wanted", [
+    ("export", ["--bits", "4"], "--bits: the study file defines the export"),
+    ("export", ["--out", "x.safetensors", "--k", "1"],
+     "--k, --out: the study file defines the export"),
+    ("export", ["--no-study"], "--study and --run go together"),
+    ("cost", ["--layers", "--scheme", "pot"], "--scheme, --layers: the study file defines the cost"),
+    ("cost", ["--no-study"], "--study and --run go together"),
 ])
-def test_export_with_a_study_file_refuses_what_does_not_fit(study_file, capsys, extra, wanted):
+def test_a_job_with_a_study_file_refuses_what_does_not_fit(study_file, capsys, command, extra,
+                                                            wanted):
     path, runs = study_file
     run = next(run for run in runs if run.scheme != FLOAT)
     args = ["--run", run.path] if extra == ["--no-study"] else [
         "--study", str(path), "--run", run.path, *extra]
-    assert main(["export", *args]) == 2
+    assert main([command, *args]) == 2
     assert wanted in capsys.readouterr().err
+
+
+def test_a_cost_job_reads_its_run_from_the_study_file(study_file, capsys):
+    """apot cost --study --run reads a trained run, as an export does: one that has not
+    completed is refused (the smoke study's run_cost jobs run it on trained ones)."""
+    path, runs = study_file
+    run = next(run for run in runs if run.scheme != FLOAT)
+    assert main(["cost", "--study", str(path), "--run", run.path]) == 2
+    assert (f"run {run.path} has not completed (no metrics.json): train it first"
+            in capsys.readouterr().err)
 
 
 def test_export_without_a_study_names_the_missing_flags(capsys):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from apot.cli import main
 from apot.reporting.render import build_report, comparison_tables, load_cited
 from apot.workflow.study import expand_runs, validate_config
 from apot.reporting.summary import summarize
@@ -54,6 +55,17 @@ def html_only(monkeypatch):
     """build_report without its PDF (WeasyPrint: about 3 s a report), for tests that read
     only the HTML and the files beside it; the two that read the PDF itself render it."""
     monkeypatch.setattr("apot.reporting.render.write_pdf", lambda html_text, path: None)
+
+
+def test_a_report_goes_to_its_presets_folder_by_default(study, tmp_path, monkeypatch, html_only):
+    """Each preset's report has its own folder (report/build/<preset>): rendering another
+    preset's never overwrites it."""
+    spec, results = study
+    summarize(spec, results)
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--summary", str(results / "summary.json")]) == 0
+    assert (tmp_path / "report" / "build" / "smoke" / "report.html").is_file()
+    assert not (tmp_path / "report" / "build" / "report.html").exists()
 
 
 def test_summary_aggregates_seeds_and_computes_drops(study):
