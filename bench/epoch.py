@@ -35,8 +35,8 @@ from PIL import Image
 
 from apot.data.datasets import CIFAR_MEAN, CIFAR_STD
 from apot.data.loader import TensorLoader
-from apot.models import build_model
 from apot.data.prepare import load_prepared, prepare_dataset
+from apot.models import build_model
 
 BATCH, EPOCH_IMAGES, BLOCK = 128, 50_000, 10
 

@@ -46,9 +46,9 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 import numpy as np
 import torch
 
-from apot.models import build_model, load_model
 from apot.deploy.onnx_export import FLOAT_FORM, build_onnx
 from apot.deploy.onnx_run import OnnxModel
+from apot.models import build_model, load_model
 
 AUTHORS = Path(__file__).resolve().parents[2] / "shared" / "data" / "apot-authors-checkpoints"
 

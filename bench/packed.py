@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from apot.models import build_model
 from apot.deploy.packed_file import export_packed, load_packed
+from apot.models import build_model
 
 
 def timed(model: torch.nn.Module, x: torch.Tensor) -> float:

@@ -27,8 +27,9 @@ BATCH = 128  # the batch of bench/quantizer.py's step_case
 def worker(threads: int, bits: int, commands, results) -> None:
     """Build the model once, then run the number of training steps each command asks for and
     send back the seconds they took; None ends the worker."""
-    from apot.engine.threads import use_threads
     from quantizer import step_case  # bench/quantizer.py's training step: one definition
+
+    from apot.engine.threads import use_threads
 
     use_threads(threads)  # torch's and numba's pools, as `apot train --threads` sets them
     step = step_case(bits, channels_last=True)

@@ -18,7 +18,6 @@ from apot.data.datasets import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_ST
 from apot.errors import UserError
 
 
-
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The CPU generator that drives epoch ``epoch``'s order and augmentation."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)

@@ -26,16 +26,15 @@ import torch
 import torch.nn.functional as F
 
 from apot import __version__
-from apot.storage.checkpoints import save_atomic
-from apot.layout import file_sha256
 from apot.data.archives import IMAGE_SUFFIXES, read_splits
-from apot.errors import UserError
+from apot.data.datasets import ARCHIVE, FOLDER, GENERATED, Dataset, get_dataset
 from apot.data.manifest import load_manifest
+from apot.data.sources import MIRROR_ENV, mirror_folder
+from apot.errors import UserError
+from apot.layout import MANIFEST, file_sha256
+from apot.storage.checkpoints import save_atomic
 from apot.storage.jsonfile import write_json
 from apot.storage.lock import exclusive
-from apot.data.datasets import ARCHIVE, FOLDER, GENERATED, Dataset, get_dataset
-from apot.layout import MANIFEST
-from apot.data.sources import MIRROR_ENV, mirror_folder
 
 SPLITS = ("train", "test")
 

@@ -17,7 +17,8 @@ from apot.engine.predictions import write_predictions
 from apot.engine.threads import use_threads
 from apot.errors import UserError
 from apot.layout import file_sha256
-from apot.models import ARCHS, DESCRIPTION_DEFAULTS, DESCRIPTION_FIELDS as MODEL_FIELDS, load_model
+from apot.models import ARCHS, DESCRIPTION_DEFAULTS, load_model
+from apot.models import DESCRIPTION_FIELDS as MODEL_FIELDS
 from apot.storage.integrity import verify_packed_file
 
 SOURCES = ("checkpoint", "packed", "onnx")

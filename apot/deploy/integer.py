@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from apot.quant.functional import normalize_weight
-from apot.quant.schemes import level_codes
 from apot.quant.modules import QuantConv2d
+from apot.quant.schemes import level_codes
 
 
 def _level_index(values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:

@@ -44,10 +44,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from apot.deploy.bitpack import split_sign_magnitude
+from apot.deploy.packed_layers import EIGHT_BIT_STEPS, code_table, weight_alpha, weight_codes
 from apot.errors import UserError
 from apot.quant.modules import EightBitConv2d, EightBitLinear, QuantConv2d
-from apot.deploy.packed_layers import EIGHT_BIT_STEPS, code_table, weight_alpha, weight_codes
-from apot.deploy.bitpack import split_sign_magnitude
 from apot.quant.schemes import INT8_WEIGHT_MAX, UINT8_CODE_MAX, integer_range_problem
 
 FORMS = ("qdq", "integer")
@@ -546,6 +546,7 @@ def build_onnx(model: nn.Module, form: str, input_size: int, metadata: dict[str,
 def write_onnx(model, out: Path) -> bytes:
     """Check ``model`` (onnx.checker, full) and write it to ``out`` atomically; its bytes."""
     import onnx
+
     from apot.layout import write_bytes_atomic
 
     onnx.checker.check_model(model, full_check=True)
@@ -560,8 +561,9 @@ def export_onnx(model: nn.Module, description: dict, num_classes: int, source: P
     ONNX model in ``form`` to ``out``, checked and atomically. Returns what ``apot export``
     prints."""
     import hashlib
-    from apot.layout import file_sha256
+
     from apot.deploy.packed_file import DESCRIPTION_FIELDS, float32_size
+    from apot.layout import file_sha256
 
     described = {field: description[field] for field in DESCRIPTION_FIELDS}
     checkpoint_sha256 = file_sha256(source)

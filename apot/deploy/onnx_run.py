@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from apot.errors import UserError, first_line
 from apot.deploy.onnx_export import INPUT, METADATA_PREFIX, OUTPUT
+from apot.errors import UserError, first_line
 
 MAX_ONNX_BYTES = 1 << 30     # a ResNet-50 in float32 is about 100 MB
 QUOTED_CHARS = 200            # of a library's message quoted in a one-line refusal

@@ -39,14 +39,26 @@ import numpy as np
 import torch
 from torch import nn
 
+from apot.deploy.bitpack import packed_size
+from apot.deploy.packed_layers import (
+    ACT_ALPHA,
+    CODES,
+    EIGHT_BIT_LINEAR,
+    LAYER_KINDS,
+    QUANT_CONV,
+    SCALE,
+    WEIGHT_ALPHA,
+    code_table,
+    float_parts,
+    layer_array_keys,
+    pack_model,
+    packable_layers,
+    unpack_model,
+)
 from apot.errors import UserError, first_line
 from apot.layout import file_sha256, write_bytes_atomic
 from apot.quant.convert import FIRST_LAST_POLICIES
 from apot.quant.levels import MAX_BITS, check_k
-from apot.deploy.packed_layers import (ACT_ALPHA, CODES, EIGHT_BIT_LINEAR, LAYER_KINDS, QUANT_CONV,
-                                       SCALE, WEIGHT_ALPHA, code_table, float_parts,
-                                       layer_array_keys, pack_model, packable_layers, unpack_model)
-from apot.deploy.bitpack import packed_size
 from apot.quant.schemes import MODEL_BITS, scheme_names
 
 FORMAT, VERSION = "apot-packed", 1

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from apot.deploy.bitpack import pack_codes, sign_magnitude, split_sign_magnitude, unpack_codes
 from apot.quant.convert import _set_submodule
 from apot.quant.functional import normalize_weight, quantize_activation, shared_projector
 from apot.quant.modules import EightBitConv2d, EightBitLinear, QuantConv2d
-from apot.deploy.bitpack import pack_codes, sign_magnitude, split_sign_magnitude, unpack_codes
 from apot.quant.schemes import level_codes
 
 QUANT_CONV, EIGHT_BIT_CONV, EIGHT_BIT_LINEAR = "quant_conv", "eight_bit_conv", "eight_bit_linear"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
+from apot.engine.settings import RUNTIME_FIELDS, train_defaults
 from apot.errors import UserError
 from apot.models import ARCHS
 from apot.quant.convert import FIRST_LAST_POLICIES
 from apot.quant.levels import MAX_BITS
 from apot.quant.modules import ACT_ALPHA_INIT_BY_RULES, QUANTIZER_RULES, WGT_ALPHA_INIT
 from apot.quant.schemes import APOT, FLOAT_BITS, MODEL_BITS, scheme_names
-from apot.engine.settings import RUNTIME_FIELDS, train_defaults
 
 # multistep and cosine step once per epoch, as the authors and the reproducibility report;
 # cosine_steps anneals per training step (batch) to zero at the run's last step: the schedule

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from apot.data.archives import read_split
-from apot.data.datasets import REGISTRY as DATASETS, Dataset, get_dataset
+from apot.data.datasets import REGISTRY as DATASETS
+from apot.data.datasets import Dataset, get_dataset
 from apot.data.loader import ImageFolderLoader, TensorLoader
 from apot.data.manifest import load_manifest, manifest_dataset
 from apot.data.prepare import load_prepared

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from apot.storage.checkpoints import extract_state_dict, load_file, save_atomic
-from apot.layout import file_sha256
-from apot.errors import UserError
 from apot.data.sources import TORCHVISION_WEIGHTS, torch_hub_checkpoints
+from apot.errors import UserError
+from apot.layout import file_sha256
+from apot.storage.checkpoints import extract_state_dict, load_file, save_atomic
 
 
 def authors_start(checkpoint: Path) -> tuple[dict, dict]:

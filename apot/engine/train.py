@@ -23,24 +23,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from apot import __version__
-from apot.storage.checkpoints import (ACT_ALPHA_SUFFIX, WEIGHT_ALPHA_SUFFIX, load_file,
-                                      restore_model)
-from apot.engine.device import resolve_device
-from apot.errors import UserError
-from apot.storage.jsonfile import read_json, write_json
-from apot.storage.integrity import check_run, run_files_record
-from apot.layout import (CHECKPOINT, METRICS, PREDICTIONS, file_sha256)
-from apot.data.loader import ImageFolderLoader, TensorLoader
-from apot.models import build_model
 from apot.data.datasets import FOLDER
-from apot.engine.predictions import images_identity, write_predictions
+from apot.data.loader import ImageFolderLoader, TensorLoader
 from apot.data.manifest import load_manifest, manifest_dataset
 from apot.data.prepare import load_prepared
-from apot.storage.lock import exclusive
 from apot.engine.config import PER_STEP_SCHEDULES, TrainConfig
+from apot.engine.device import resolve_device
+from apot.engine.predictions import images_identity, write_predictions
 from apot.engine.run_folder import Changed, Damaged, RunFolder, data_identity
 from apot.engine.stopping import StopOnSignals
 from apot.engine.threads import threads_in_use, use_threads
+from apot.errors import UserError
+from apot.layout import CHECKPOINT, METRICS, PREDICTIONS, file_sha256
+from apot.models import build_model
+from apot.storage.checkpoints import ACT_ALPHA_SUFFIX, WEIGHT_ALPHA_SUFFIX, load_file, restore_model
+from apot.storage.integrity import check_run, run_files_record
+from apot.storage.jsonfile import read_json, write_json
+from apot.storage.lock import exclusive
 
 CALIBRATION_BATCHES = 2
 CHECK_EVERY_STEPS = 50  # how often a diverging loss is looked for within an epoch

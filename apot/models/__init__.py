@@ -7,11 +7,11 @@ from typing import Any, Callable
 
 from torch import nn
 
-from apot.storage.checkpoints import extract_state_dict, load_file, restore_model
 from apot.errors import UserError
+from apot.models.cifar_resnet import DEPTHS, CifarResNet
 from apot.quant.convert import first_and_last, quantize_model
 from apot.quant.schemes import APOT, FLOAT_BITS
-from apot.models.cifar_resnet import DEPTHS, CifarResNet
+from apot.storage.checkpoints import extract_state_dict, load_file, restore_model
 
 
 def _cifar(depth: int) -> Callable[[int], nn.Module]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 from torch import nn
 
 from apot.quant.levels import check_bits
-from apot.quant.schemes import APOT, FLOAT_BITS
 from apot.quant.modules import EightBitConv2d, EightBitLinear, QuantConv2d, check_rules
+from apot.quant.schemes import APOT, FLOAT_BITS
 
 FIRST_LAST_POLICIES = ("8bit", "float")
 

@@ -30,11 +30,11 @@ from typing import Callable
 
 import numpy as np
 
-from apot.reporting.noise import MIN_SEEDS, RULE, combine, paired_se, weighted_correct
 from apot.engine.predictions import read_predictions
 from apot.quant.schemes import APOT, FLOAT, FLOAT_BITS, POT, UNIFORM
-from apot.workflow.study import SCRATCH
+from apot.reporting.noise import MIN_SEEDS, RULE, combine, paired_se, weighted_correct
 from apot.reporting.summary import group_name
+from apot.workflow.study import SCRATCH
 
 SUPPORTED, NOT_SUPPORTED = "supported", "not supported"
 INCONCLUSIVE, NOT_TESTABLE = "inconclusive", "not testable"

@@ -15,15 +15,23 @@ from pathlib import Path
 
 import yaml
 
-from apot.layout import ResultsLayout, write_text_atomic
-from apot.reporting.claims import VERDICTS, claims_document, group_index
 from apot.errors import UserError
-from apot.storage.jsonfile import read_json, write_json
+from apot.layout import ResultsLayout, write_text_atomic
 from apot.quant.levels import apot_terms
-from apot.quant.schemes import (APOT, FLOAT, FLOAT_BITS, POT, REGISTRY, UNIFORM,
-                                integer_range_problem, scheme_names)
-from apot.workflow.study import SCRATCH, start_label
+from apot.quant.schemes import (
+    APOT,
+    FLOAT,
+    FLOAT_BITS,
+    POT,
+    REGISTRY,
+    UNIFORM,
+    integer_range_problem,
+    scheme_names,
+)
+from apot.reporting.claims import VERDICTS, claims_document, group_index
 from apot.reporting.summary import group_fixops
+from apot.storage.jsonfile import read_json, write_json
+from apot.workflow.study import SCRATCH, start_label
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "report" / "templates"
 CITED = Path(__file__).with_name("cited.yaml")

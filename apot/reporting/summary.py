@@ -16,17 +16,35 @@ import csv
 import io
 from pathlib import Path
 
-from apot.layout import ACCURACY, HISTORIES, write_text_atomic
-from apot.errors import UserError
-from apot.storage.jsonfile import read_json, write_json
-from apot.storage.integrity import check_onnx, check_packed, check_run
-from apot.layout import (HISTORY, HISTORY_FIELDS, MANIFEST, METRICS as RUN_METRICS, ONNX_RESULT,
-                         PACKED_RESULT, PREDICTIONS, RUN_COST, ResultsLayout, benchmark_file)
-from apot.reporting.noise import chance_margin
 from apot.data.manifest import load_manifest
+from apot.errors import UserError
+from apot.layout import (
+    ACCURACY,
+    HISTORIES,
+    HISTORY,
+    HISTORY_FIELDS,
+    MANIFEST,
+    ONNX_RESULT,
+    PACKED_RESULT,
+    PREDICTIONS,
+    RUN_COST,
+    ResultsLayout,
+    benchmark_file,
+    write_text_atomic,
+)
+from apot.layout import METRICS as RUN_METRICS
 from apot.quant.schemes import APOT, FLOAT, FLOAT_BITS
-from apot.workflow.study import (SCRATCH, expand_runs, result_config, run_problems, start_label,
-                                 validate_config)
+from apot.reporting.noise import chance_margin
+from apot.storage.integrity import check_onnx, check_packed, check_run
+from apot.storage.jsonfile import read_json, write_json
+from apot.workflow.study import (
+    SCRATCH,
+    expand_runs,
+    result_config,
+    run_problems,
+    start_label,
+    validate_config,
+)
 
 # A group: the runs of one model, differing only in their seed. "start" tells a chain trained
 # from scratch from one that starts from a released model (a warm chain).

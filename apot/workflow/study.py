@@ -33,13 +33,31 @@ from pathlib import Path
 from typing import Any
 
 from apot.data.datasets import ARCHIVE, FOLDER, get_dataset, study_datasets
+from apot.data.sources import (
+    TORCHVISION_HOST,
+    TORCHVISION_URL,
+    TORCHVISION_WEIGHTS,
+    mirror_folder,
+    torch_hub_checkpoints,
+)
 from apot.engine.settings import PATH_SETTINGS, SCHEMA, same_path
 from apot.errors import UserError
-from apot.storage.jsonfile import json_text, read_record
-from apot.layout import (BEST, MANIFEST, METRICS, ONNX_MODEL, ONNX_RESULT, PACKED, PACKED_RESULT, RUN_COST, ResultsLayout, STUDIES, STUDY_DIGEST_CHARS, write_text_if_changed)
+from apot.layout import (
+    BEST,
+    MANIFEST,
+    METRICS,
+    ONNX_MODEL,
+    ONNX_RESULT,
+    PACKED,
+    PACKED_RESULT,
+    RUN_COST,
+    STUDIES,
+    STUDY_DIGEST_CHARS,
+    ResultsLayout,
+    write_text_if_changed,
+)
 from apot.quant.schemes import APOT, FLOAT, FLOAT_BITS, ablation_schemes
-from apot.data.sources import (TORCHVISION_HOST, TORCHVISION_URL, TORCHVISION_WEIGHTS,
-                               mirror_folder, torch_hub_checkpoints)
+from apot.storage.jsonfile import json_text, read_record
 
 # Hosts torchvision downloads CIFAR from; probed (TCP connect) only when no mirror is set.
 DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)

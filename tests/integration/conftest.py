@@ -3,7 +3,6 @@ import time
 from typing import NamedTuple
 
 import pytest
-
 from workflow import BIN, SMOKE, copy_workflow, env, snakemake, write_changed_config
 
 

@@ -11,11 +11,11 @@ import numpy as np
 import yaml
 
 from apot.deploy.cost import cost_tables
-from apot.reporting.render import build_report
-from apot.layout import PREDICTIONS, ResultsLayout
 from apot.engine.predictions import write_predictions
-from apot.workflow.study import expand_runs, train_settings, validate_config
+from apot.layout import PREDICTIONS, ResultsLayout
+from apot.reporting.render import build_report
 from apot.reporting.summary import summarize
+from apot.workflow.study import expand_runs, train_settings, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = {"cifar10/resnet20/multistep/fp32-w32/seed0": 60.0,

@@ -13,14 +13,14 @@ import sys
 import pytest
 import torch
 
-from apot.storage.checkpoints import extract_state_dict, load_file, load_into_model
 from apot.data.archives import read_split
-from apot.engine.evaluate import evaluate
 from apot.data.loader import TensorLoader
-from apot.models import build_model
 from apot.deploy.packed_file import load_packed
+from apot.engine.evaluate import evaluate
+from apot.models import build_model
 from apot.quant.functional import project_bruteforce
 from apot.quant.modules import QuantConv2d
+from apot.storage.checkpoints import extract_state_dict, load_file, load_into_model
 
 INDEPENDENT_TOP1 = {32: 82.36, 4: 82.86, 3: 83.04, 2: 80.60}
 PLAIN_FLOAT_TOP1 = 82.32  # the float checkpoint with float (not 8-bit) first/last layers

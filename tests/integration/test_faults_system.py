@@ -23,19 +23,27 @@ from pathlib import Path
 
 import pytest
 import torch
+from workflow import (
+    CHANGED_RUNS,
+    CHANGED_STEP,
+    REPO,
+    SMOKE,
+    job_counts,
+    nothing_to_do,
+    snakemake,
+    study_file,
+    write_changed_config,
+)
 
 from apot import layout
-from apot.storage.checkpoints import load_file
 from apot.cli import main
-from apot.errors import UserError
-from apot.storage.integrity import check_run
-from apot.storage.lock import LOCK_NAME, exclusive
 from apot.engine.config import TrainConfig
 from apot.engine.train import Run, train
+from apot.errors import UserError
 from apot.layout import BEST, CHECKPOINT, HISTORY, METRICS, PENDING_BEST
-
-from workflow import (CHANGED_RUNS, CHANGED_STEP, REPO, SMOKE, job_counts, nothing_to_do, snakemake,
-                      study_file, write_changed_config)
+from apot.storage.checkpoints import load_file
+from apot.storage.integrity import check_run
+from apot.storage.lock import LOCK_NAME, exclusive
 
 
 @pytest.fixture(scope="module")
@@ -451,8 +459,9 @@ def test_a_dry_run_of_another_config_beside_a_run_changes_none_of_its_jobs(
     recorded the first invocation's settings, and so did the summary; afterwards a plain dry
     run has nothing to do, and one with the other config redoes that step's runs and what
     depends on them, nothing else."""
-    from apot.workflow.study import expand_runs, recorded_differences, validate_config
     import yaml
+
+    from apot.workflow.study import expand_runs, recorded_differences, validate_config
 
     folder = smoke_study.folder
     config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text())

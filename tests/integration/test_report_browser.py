@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageStat
-
 from report_fixture import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -13,7 +13,6 @@ import time
 
 import pytest
 import yaml
-
 from slurm import PARTITION, LocalSlurm, install
 from workflow import BIN, copy_study, copy_workflow, env, job_counts, snakemake
 

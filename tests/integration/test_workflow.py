@@ -12,12 +12,22 @@ import time
 import zipfile
 
 import pytest
+from helpers import REGISTER_TOY, TOY
+from workflow import (
+    BIN,
+    SMOKE,
+    copy_study,
+    copy_workflow,
+    env,
+    job_counts,
+    job_inputs,
+    nothing_to_do,
+    snakemake,
+    study_file,
+)
 
 from apot.layout import ResultsLayout
-from helpers import REGISTER_TOY, TOY
 from apot.workflow.study import find_run, read_study, train_settings
-from workflow import (BIN, SMOKE, copy_study, copy_workflow, env, job_counts, job_inputs,
-                      nothing_to_do, snakemake, study_file)
 
 
 def job_settings(workflow, output: str, run: str) -> dict:

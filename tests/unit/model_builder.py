@@ -5,13 +5,12 @@ import subprocess
 import sys
 
 import safetensors.numpy
-
 import torch
 
-from apot.storage.checkpoints import save_atomic
+from apot.deploy.packed_file import HEADER_KEY, read_packed
 from apot.models import build_model
 from apot.quant.schemes import APOT
-from apot.deploy.packed_file import HEADER_KEY, read_packed
+from apot.storage.checkpoints import save_atomic
 
 
 def randomized_model(bits, scheme=APOT, k=2, first_last="8bit", seed=0):

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from helpers import CONFIG_FILE
 
 from apot.engine.predictions import write_predictions
 from apot.layout import PREDICTIONS, ResultsLayout
 from apot.workflow.study import expand_runs, train_settings
-from helpers import CONFIG_FILE
-
 
 CONFIG = yaml.safe_load(CONFIG_FILE.read_text())
 

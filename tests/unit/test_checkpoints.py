@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import AUTHORS_CHECKPOINTS as AUTHORS_DIR
+from helpers import message
 
 import apot.storage.checkpoints
-from apot.storage.checkpoints import extract_state_dict, load_file, load_into_model, save_atomic
 from apot.errors import UserError
 from apot.models import build_model
-
-from helpers import AUTHORS_CHECKPOINTS as AUTHORS_DIR, message
+from apot.storage.checkpoints import extract_state_dict, load_file, load_into_model, save_atomic
 
 
 class WritesMarkerWhenUnpickled:

@@ -1,16 +1,20 @@
 """The fused CPU loop of the activation quantizer equals the torch operations bit for bit."""
 import pytest
 import torch
+from activations import awkward_inputs
+from helpers import torch_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apot.quant import cpu_fused
-from apot.quant.functional import (ActivationQuantFn, Projector, activation_parts,
-                                   quantize_activation, shared_projector)
+from apot.quant.functional import (
+    ActivationQuantFn,
+    Projector,
+    activation_parts,
+    quantize_activation,
+    shared_projector,
+)
 from apot.quant.schemes import magnitude_levels
-
-from helpers import torch_path
-from activations import awkward_inputs
 
 
 @pytest.mark.parametrize("scheme", ["apot", "pot"])

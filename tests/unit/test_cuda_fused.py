@@ -7,16 +7,20 @@ from unittest import mock
 
 import pytest
 import torch
+from activations import awkward_inputs
+from helpers import torch_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apot.quant import cpu_fused, cuda_fused
-from apot.quant.functional import (ActivationQuantFn, Projector, activation_parts,
-                                   quantize_activation, shared_projector)
+from apot.quant.functional import (
+    ActivationQuantFn,
+    Projector,
+    activation_parts,
+    quantize_activation,
+    shared_projector,
+)
 from apot.quant.schemes import magnitude_levels
-
-from helpers import torch_path
-from activations import awkward_inputs
 
 needs_triton = pytest.mark.skipif(not cuda_fused.available(),
                                   reason="Triton is not installed (it comes with torch's CUDA "

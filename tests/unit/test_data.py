@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import message
 from PIL import Image
 
-from helpers import message
 from apot.data.archives import CIFAR10_CLASSES, read_split
 from apot.errors import UserError
 

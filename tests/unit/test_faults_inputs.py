@@ -21,11 +21,11 @@ from PIL import Image
 from snakemake.exceptions import WorkflowError
 
 import apot.data.archives
-from apot.storage.checkpoints import load_file
 from apot.cli import main
-from apot.workflow.configfile import check_yaml
 from apot.data.archives import MAX_MEMBER_BYTES, read_split
 from apot.errors import UserError
+from apot.storage.checkpoints import load_file
+from apot.workflow.configfile import check_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,14 +14,22 @@ import sys
 import numpy as np
 import pytest
 import torch
+from model_builder import INPUT, randomized_model, rewrite, write_checkpoint
 
 from apot.cli import main
-from apot.models import build_model
-from apot.deploy.packed_file import (HEADER_KEY, MAX_APOT_HEADER_BYTES, MAX_CLASSES, MAX_JSON_DEPTH,
-                                     export_packed, load_packed, nesting_exceeds, read_packed)
+from apot.deploy.packed_file import (
+    HEADER_KEY,
+    MAX_APOT_HEADER_BYTES,
+    MAX_CLASSES,
+    MAX_JSON_DEPTH,
+    export_packed,
+    load_packed,
+    nesting_exceeds,
+    read_packed,
+)
 from apot.deploy.packed_layers import pack_model, unpack_model
+from apot.models import build_model
 from apot.quant.schemes import APOT
-from model_builder import INPUT, randomized_model, rewrite, write_checkpoint
 
 MEMORY_LIMIT_KIB = 1 << 20  # 1 GiB, in the KiB /proc/self/status counts VmHWM in
 SAFETENSORS_NAMES = {np.dtype(np.uint8): "U8", np.dtype(np.int8): "I8",

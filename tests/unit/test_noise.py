@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apot.reporting.noise import MIN_SEEDS, Noise, combine, paired_se, t_quantile
-from apot.reporting.noise import weighted_correct
+from apot.reporting.noise import MIN_SEEDS, Noise, combine, paired_se, t_quantile, weighted_correct
 
 
 @pytest.mark.parametrize("df, exact", [(1, 12.7062), (2, 4.3027), (10, 2.2281), (30, 2.0423),

@@ -9,21 +9,29 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from model_builder import randomized_model, run_apot, write_checkpoint
 from onnx import TensorProto, helper, numpy_helper
 
 from apot.cli import main
-from apot.errors import UserError
-from apot.deploy.onnx_export import (FLOAT_FORM, FORMS, Exporter, Graph, build_onnx, folded_bn,
-                                     write_onnx, lookup_table, qdq_activation_factor,
-                                     qdq_weight_factor)
-from apot.deploy.onnx_run import OnnxModel, read_onnx
-from apot.deploy.integer import activation_codes, shift_add_conv2d, weight_terms
-from apot.quant.modules import QuantConv2d
-from apot.deploy.packed_layers import code_table, pack_model
 from apot.deploy.bitpack import split_sign_magnitude, unpack_codes
+from apot.deploy.integer import activation_codes, shift_add_conv2d, weight_terms
+from apot.deploy.onnx_export import (
+    FLOAT_FORM,
+    FORMS,
+    Exporter,
+    Graph,
+    build_onnx,
+    folded_bn,
+    lookup_table,
+    qdq_activation_factor,
+    qdq_weight_factor,
+    write_onnx,
+)
+from apot.deploy.onnx_run import OnnxModel, read_onnx
+from apot.deploy.packed_layers import code_table, pack_model
+from apot.errors import UserError
+from apot.quant.modules import QuantConv2d
 from apot.quant.schemes import APOT, POT, UNIFORM
-
-from model_builder import randomized_model, run_apot, write_checkpoint
 
 IMAGES = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 QUANTIZED_CONVS = 20   # ResNet-20: 18 in the blocks, 2 shortcut projections

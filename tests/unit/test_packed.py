@@ -6,20 +6,25 @@ import json
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from model_builder import INPUT, randomized_model, rewrite, run_apot, write_checkpoint
 
+from apot.deploy import integer
+from apot.deploy.bitpack import (
+    pack_codes,
+    packed_size,
+    sign_magnitude,
+    split_sign_magnitude,
+    unpack_codes,
+)
+from apot.deploy.packed_file import export_packed, float32_size, load_packed, read_packed
+from apot.deploy.packed_layers import PackedQuantConv2d, pack_model, unpack_model
 from apot.errors import UserError
 from apot.layout import file_sha256
 from apot.models import build_model
-from apot.deploy.packed_file import export_packed, float32_size, load_packed, read_packed
-from apot.deploy import integer
 from apot.quant.modules import QuantConv2d
-from apot.deploy.packed_layers import PackedQuantConv2d, pack_model, unpack_model
-from apot.deploy.bitpack import (pack_codes, packed_size, sign_magnitude, split_sign_magnitude,
-                                 unpack_codes)
 from apot.quant.schemes import APOT, MODEL_BITS, POT, UNIFORM, scheme_names
-
-from model_builder import INPUT, randomized_model, rewrite, run_apot, write_checkpoint
 
 
 @settings(max_examples=200, deadline=None)

@@ -20,8 +20,8 @@ from PIL import Image
 
 from apot.cli import main
 from apot.data.archives import CIFAR10_CLASSES
-from apot.errors import UserError
 from apot.data.prepare import MIRROR_ENV, balanced_subset, load_prepared, prepare_dataset
+from apot.errors import UserError
 
 ARCHIVE = "cifar-10-images.tar.gz"
 PREFIX = "cifar-10-images"

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import REGISTER_TOY, TOY
+from summary_builder import CONFIG, write_run
 
 from apot.cli import main
 from apot.cli.parser import build_parser
-from apot.deploy.cost import cost_tables
 from apot.data.datasets import dataset_names, study_datasets
+from apot.deploy.cost import cost_tables
 from apot.quant import schemes
 from apot.quant.levels import apot_magnitudes
 from apot.reporting.render import render_html
-from apot.workflow.study import expand_runs, validate_config
 from apot.reporting.summary import summarize
-from helpers import REGISTER_TOY, TOY
-from summary_builder import CONFIG, write_run
+from apot.workflow.study import expand_runs, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from summary_builder import CONFIG, cost_fixture, write_run
 
 from apot.reporting.render import TEMPLATES, build_report
-from apot.workflow.study import expand_runs, validate_config
 from apot.reporting.summary import summarize
-from summary_builder import CONFIG, cost_fixture, write_run
+from apot.workflow.study import expand_runs, validate_config
 
 SEEDS = [0, 1, 2]
 AUTHORS_TOP1 = {32: 83.2, 4: 82.9, 3: 83.05, 2: 81.0}

@@ -3,13 +3,12 @@ import json
 
 import pytest
 import torch
-
-from apot.storage.checkpoints import load_file
-from apot.layout import file_sha256
-from apot.cli import main
-from apot.models import build_model
-
 from helpers import AUTHORS_CHECKPOINTS as SHARED
+
+from apot.cli import main
+from apot.layout import file_sha256
+from apot.models import build_model
+from apot.storage.checkpoints import load_file
 
 
 def stage(capsys, *argv: str) -> tuple[int, dict | str]:

@@ -7,12 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
+from summary_builder import CONFIG, cost_fixture, write_run
 
 from apot.cli import main
 from apot.reporting.render import build_report, comparison_tables, load_cited
-from apot.workflow.study import expand_runs, validate_config
 from apot.reporting.summary import summarize
-from summary_builder import CONFIG, cost_fixture, write_run
+from apot.workflow.study import expand_runs, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 REPRO_REPORT = ROOT.parent / "shared" / "paper" / "reproducibility-report.txt"
@@ -233,6 +233,7 @@ def test_report_says_when_cost_tables_are_missing(study, tmp_path, html_only):
 
 def test_run_cost_is_summarized_and_shown_per_run(study, tmp_path, html_only):
     import torch
+
     from apot.deploy.cost import network_cost
     from apot.models import build_model
     spec, results = study

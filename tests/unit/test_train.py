@@ -14,16 +14,15 @@ import numba
 import pytest
 import torch
 
-from apot.storage.checkpoints import load_file
 from apot.cli import main
-from apot.errors import UserError
-from apot.models import build_model
-from apot.layout import PREDICTIONS
-from apot.engine.predictions import read_predictions
 from apot.data.prepare import prepare_dataset
 from apot.engine.config import TrainConfig
+from apot.engine.predictions import read_predictions
 from apot.engine.train import Run, parameter_groups, train
-from apot.layout import BEST, CHECKPOINT, HISTORY, HISTORY_FIELDS, METRICS
+from apot.errors import UserError
+from apot.layout import BEST, CHECKPOINT, HISTORY, HISTORY_FIELDS, METRICS, PREDICTIONS
+from apot.models import build_model
+from apot.storage.checkpoints import load_file
 
 # Columns that are measurements of the machine, not results of the computation.
 TIMING = ("images_per_s", "epoch_seconds")
