@@ -38,13 +38,8 @@ import yaml
 
 from apot.layout import BEST, HISTORY
 from apot.quant.schemes import FLOAT_BITS
-from apot.workflow.gpu_hours import (
-    FLOAT_KIND,
-    QUANTIZED_KIND,
-    best_jobs_per_gpu,
-    gpu_hours,
-    planned_epochs,
-)
+from apot.workflow.gpu_hours import (FLOAT_KIND, QUANTIZED_KIND, best_jobs_per_gpu, gpu_hours,
+                                     planned_epochs)
 from apot.workflow.study import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]

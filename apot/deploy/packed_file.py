@@ -40,21 +40,9 @@ import torch
 from torch import nn
 
 from apot.deploy.bitpack import packed_size
-from apot.deploy.packed_layers import (
-    ACT_ALPHA,
-    CODES,
-    EIGHT_BIT_LINEAR,
-    LAYER_KINDS,
-    QUANT_CONV,
-    SCALE,
-    WEIGHT_ALPHA,
-    code_table,
-    float_parts,
-    layer_array_keys,
-    pack_model,
-    packable_layers,
-    unpack_model,
-)
+from apot.deploy.packed_layers import (ACT_ALPHA, CODES, EIGHT_BIT_LINEAR, LAYER_KINDS, QUANT_CONV,
+                                       SCALE, WEIGHT_ALPHA, code_table, float_parts,
+                                       layer_array_keys, pack_model, packable_layers, unpack_model)
 from apot.errors import UserError, first_line
 from apot.layout import file_sha256, write_bytes_atomic
 from apot.quant.convert import FIRST_LAST_POLICIES

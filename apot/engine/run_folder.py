@@ -22,17 +22,8 @@ from pathlib import Path
 from apot.engine.config import TrainConfig
 from apot.engine.settings import PATH_SETTINGS, same_path
 from apot.errors import UserError
-from apot.layout import (
-    BEST,
-    CHECKPOINT,
-    HISTORY,
-    HISTORY_FIELDS,
-    METRICS,
-    PENDING_BEST,
-    PREDICTIONS,
-    file_sha256,
-    write_text_atomic,
-)
+from apot.layout import (BEST, CHECKPOINT, HISTORY, HISTORY_FIELDS, METRICS, PENDING_BEST,
+                         PREDICTIONS, file_sha256, write_text_atomic)
 from apot.storage.checkpoints import load_file, save_atomic
 from apot.storage.integrity import file_record
 

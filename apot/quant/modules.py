@@ -9,14 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from apot.quant.functional import (
-    ActivationQuantFn,
-    WeightQuantFn,
-    eight_bit_weight,
-    normalize_weight,
-    quantize_activation,
-    shared_projector,
-)
+from apot.quant.functional import (ActivationQuantFn, WeightQuantFn, eight_bit_weight,
+                                   normalize_weight, quantize_activation, shared_projector)
 from apot.quant.levels import check_bits, check_k
 from apot.quant.schemes import APOT, check_scheme
 

@@ -17,18 +17,9 @@ from fractions import Fraction
 from itertools import product
 from typing import Callable, Sequence
 
-from apot.quant.levels import (
-    MAX_BITS,
-    MIN_BITS,
-    LevelCode,
-    apot_magnitudes,
-    apot_terms,
-    bit_positions,
-    check_bits,
-    pot_magnitudes,
-    pot_terms,
-    uniform_magnitudes,
-)
+from apot.quant.levels import (MAX_BITS, MIN_BITS, LevelCode, apot_magnitudes, apot_terms,
+                               bit_positions, check_bits, pot_magnitudes, pot_terms,
+                               uniform_magnitudes)
 from apot.registry import Registry
 
 # The schemes' names: other modules use these constants, never the strings.

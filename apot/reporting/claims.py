@@ -698,7 +698,7 @@ CITED_EVIDENCE = {
 
 
 def evaluate_claims(summary: dict, cited: dict, cost: dict | None) -> list[dict]:
-    """One verdict per claim in cited.yaml, in its order; ``cost``: report.cost_section().
+    """One verdict per claim in cited.yaml, in its order; ``cost``: apot.reporting.cost_claims.cost_section().
     Accuracy claims also list the drops that the cited tables themselves give."""
     results = []
     for claim in cited["claims"]:

@@ -17,19 +17,11 @@ import yaml
 
 from apot.errors import UserError
 from apot.layout import ResultsLayout, write_text_atomic
-from apot.quant.levels import apot_terms
-from apot.quant.schemes import (
-    APOT,
-    FLOAT,
-    FLOAT_BITS,
-    POT,
-    REGISTRY,
-    UNIFORM,
-    integer_range_problem,
-    scheme_names,
-)
+from apot.quant.schemes import (APOT, FLOAT, FLOAT_BITS, REGISTRY, integer_range_problem,
+                                scheme_names)
 from apot.reporting.claims import VERDICTS, claims_document, group_index
-from apot.reporting.summary import group_fixops
+from apot.reporting.cost_claims import cost_section
+from apot.reporting.summary import group_fixops, group_name
 from apot.storage.jsonfile import read_json, write_json
 from apot.workflow.study import SCRATCH, start_label
 
@@ -142,98 +134,8 @@ def warm_rows(summary: dict, cited: dict) -> list[dict]:
     return sorted(rows, key=lambda r: (r["arch"], r["schedule"], -r["bits"]))
 
 
-def _printed_tolerance(printed: str) -> float:
-    """Half a unit of the last printed digit, in millions ("616M" -> 0.5, "1.82G" -> 5)."""
-    number, unit = printed[:-1], printed[-1]
-    decimals = len(number.partition(".")[2])
-    return 0.5 * 10.0 ** -decimals * (1000.0 if unit == "G" else 1.0)
 
 
-def _reduction(apot: float, uniform: float) -> float:
-    return round(100.0 * (1.0 - apot / uniform), 1)
-
-
-def cost_section(summary: dict, cited: dict) -> dict | None:
-    """The cost model against the paper's figures; None when no cost tables were computed.
-
-    Verdict rule of the FixOPs rows: ours lies within half a unit of the paper's last printed
-    digit. The 22 % and 2x claims are judged in apot/reporting/claims.py, from what this returns.
-    """
-    cost = summary.get("cost")
-    if not cost:
-        return None
-    ours = {(r["arch"], r["bits"], r["scheme"]): r for r in cost["paper"]}
-    rows = []
-    for row in cited["cost"]["fixops"]:
-        scheme = APOT if row["bits"] == FLOAT_BITS else row["scheme"]
-        mine = ours[(row["arch"], row["bits"], scheme)]
-        value = mine["fixops"] / 1e6
-        tolerance = _printed_tolerance(row["printed"])
-        diff, diff_percent = value - row["paper"], 100.0 * (value - row["paper"]) / row["paper"]
-        with_elementwise = (mine["fixops"] + mine["elementwise_ops"]) / 1e6
-        if abs(diff) <= tolerance:
-            verdict = f"matches (within ±{tolerance:g}M, the paper's rounding)"
-        elif row["bits"] == FLOAT_BITS and abs(with_elementwise - row["paper"]) <= tolerance:
-            verdict = (f"matches when batch-norm, ReLU and pooling operations are counted too "
-                       f"({with_elementwise:,.1f}M); conv/linear MACs alone are {value:,.1f}M")
-        elif abs(diff_percent) < 1:
-            verdict = f"close: {diff:+.2f}M ({diff_percent:+.2f} %)"
-        else:
-            verdict = f"differs: {diff:+.1f}M ({diff_percent:+.1f} %)"
-        rows.append({**row, "ours": value, "diff": diff, "diff_percent": diff_percent,
-                     "tolerance": tolerance, "matches": abs(diff) <= tolerance,
-                     "verdict": verdict, "term_ratio": _term_ratio(mine)})
-    paper = {(r["arch"], r["bits"], r["scheme"]): r["paper"] for r in cited["cost"]["fixops"]}
-    reductions = []
-    for arch, bits in sorted({(a, b) for a, b, s in ours if s == APOT and b != FLOAT_BITS}):
-        apot, uniform = ours[(arch, bits, APOT)], ours[(arch, bits, UNIFORM)]
-        fixed = apot["multiplies"] / 1e6  # first/last layers: the same in both models
-        paper_apot, paper_uniform = paper.get((arch, bits, APOT)), paper.get((arch, bits, UNIFORM))
-        implied = (None if paper_apot is None else
-                   (paper_apot - fixed) / (paper_uniform - fixed))
-        reductions.append({"arch": arch, "bits": bits,
-                           "ours": _reduction(apot["fixops"], uniform["fixops"]),
-                           "paper": None if paper_apot is None else _reduction(paper_apot, paper_uniform),
-                           "ours_ratio": _term_ratio(apot), "paper_ratio": implied})
-    claim = cited["cost"]["reduction"]
-    ours_claim = next(r for r in reductions if (r["arch"], r["bits"]) == (claim["arch"], claim["bits"]))
-    apot_claim = ours[(claim["arch"], claim["bits"], APOT)]
-    fixed, quantized = apot_claim["multiplies"], apot_claim["fixops_uniform"] - apot_claim["multiplies"]
-    # the cost per quantized MAC that would give the paper's reduction with these MAC counts
-    needed_ratio = 1 - claim["paper_percent"] / 100 * (fixed + quantized) / quantized
-    term_bits = [len(t).bit_length() for t in apot_terms(claim["bits"] - 1, apot_claim["k"])]
-    return {"accounting": cost["accounting"], "source": cited["cost"]["source"],
-            "fixops": rows, "reductions": reductions,
-            "claim": {**claim, "ours": ours_claim["ours"],
-                      "ours_ratio": ours_claim["ours_ratio"], "needed_ratio": needed_ratio,
-                      "term_bits": term_bits},
-            "inferred": inferred_rule(reductions, ours, paper, fixed, quantized),
-            "multiply": cost["multiply"], "multiply_claim": cited["cost"]["multiply"],
-            "study": cost["study"]}
-
-
-def inferred_rule(reductions: list[dict], ours: dict, paper: dict, fixed: float,
-                  quantized: float) -> dict:
-    """The paper's counting rule as its figures imply it: one flat cost per quantized MAC,
-    relative to uniform, per scheme (the mean of the factors its APoT rows imply; PoT from its
-    one PoT row), and the 22 % claim's reduction under it (``fixed``/``quantized``: the claim
-    model's first/last-layer MACs and its quantized layers' uniform FixOPs)."""
-    apot_rows = [r for r in reductions if r["paper_ratio"] is not None]
-    apot_factor = sum(r["paper_ratio"] for r in apot_rows) / len(apot_rows)
-    pot_factor = None
-    for (arch, bits, scheme), value in paper.items():
-        if scheme == POT and (arch, bits, UNIFORM) in paper:
-            first_last = ours[(arch, bits, APOT)]["multiplies"] / 1e6
-            pot_factor = (value - first_last) / (paper[(arch, bits, UNIFORM)] - first_last)
-    claim_percent = 100.0 * (1 - apot_factor) * quantized / (fixed + quantized)
-    return {"apot_factor": apot_factor, "pot_factor": pot_factor, "apot_rows": apot_rows,
-            "claim_percent": claim_percent}
-
-
-def _term_ratio(row: dict) -> float | None:
-    """FixOPs per quantized MAC relative to uniform (1 for uniform, None without such MACs)."""
-    quantized = row["fixops_uniform"] - row["multiplies"]
-    return None if quantized <= 0 else (row["fixops"] - row["multiplies"]) / quantized
 
 
 def _run_label(record: dict, seeds: int) -> str:
@@ -383,18 +285,13 @@ def packed_rows(summary: dict) -> list[dict]:
     for run in summary["runs"]:
         packed = run.get("packed")
         if run["status"] == "done" and packed:
-            rows.append({"run": _chain_step(run), "seed": run["seed"],
+            rows.append({"run": group_name(run), "seed": run["seed"],
                          "bits": run["bits"], "scheme": run["scheme"],
                          "packed_kb": packed["packed_bytes"] / 1000,
                          "float32_kb": packed["float32_bytes"] / 1000,
                          "smaller": packed["float32_bytes"] / packed["packed_bytes"],
                          "verify": packed.get("verify")})
     return rows
-
-
-def _chain_step(run: dict) -> str:
-    """dataset/arch/schedule/scheme-w<bits>: a run's step, as the export tables name it."""
-    return f"{run['dataset']}/{run['arch']}/{run['schedule']}/{run['scheme']}-w{run['bits']}"
 
 
 def onnx_rows(summary: dict) -> list[dict]:
@@ -405,7 +302,7 @@ def onnx_rows(summary: dict) -> list[dict]:
     for run in summary["runs"]:
         onnx = run.get("onnx")
         if run["status"] == "done" and onnx:
-            rows.append({"run": _chain_step(run), "seed": run["seed"], "bits": run["bits"],
+            rows.append({"run": group_name(run), "seed": run["seed"], "bits": run["bits"],
                          "scheme": run["scheme"], "arch": run["arch"],
                          "form": onnx["onnx_form"], "onnx_kb": onnx["onnx_bytes"] / 1000,
                          "fixops": (run.get("cost") or {}).get("fixops"),
@@ -422,7 +319,7 @@ def onnx_skipped(summary: dict) -> list[str]:
             continue
         problem = integer_range_problem(run["scheme"], run["bits"], run.get("k", 2))
         if problem:
-            skipped[_chain_step(run)] = problem
+            skipped[group_name(run)] = problem
     return [f"{step} ({problem})" for step, problem in sorted(skipped.items())]
 
 

@@ -18,33 +18,16 @@ from pathlib import Path
 
 from apot.data.manifest import load_manifest
 from apot.errors import UserError
-from apot.layout import (
-    ACCURACY,
-    HISTORIES,
-    HISTORY,
-    HISTORY_FIELDS,
-    MANIFEST,
-    ONNX_RESULT,
-    PACKED_RESULT,
-    PREDICTIONS,
-    RUN_COST,
-    ResultsLayout,
-    benchmark_file,
-    write_text_atomic,
-)
+from apot.layout import (ACCURACY, HISTORIES, HISTORY, HISTORY_FIELDS, MANIFEST, ONNX_RESULT,
+                         PACKED_RESULT, PREDICTIONS, RUN_COST, ResultsLayout, benchmark_file,
+                         write_text_atomic)
 from apot.layout import METRICS as RUN_METRICS
 from apot.quant.schemes import APOT, FLOAT, FLOAT_BITS
 from apot.reporting.noise import chance_margin
 from apot.storage.integrity import check_onnx, check_packed, check_run
 from apot.storage.jsonfile import read_json, write_json
-from apot.workflow.study import (
-    SCRATCH,
-    expand_runs,
-    result_config,
-    run_problems,
-    start_label,
-    validate_config,
-)
+from apot.workflow.study import (SCRATCH, expand_runs, group_path, result_config, run_problems,
+                                 validate_config)
 
 # A group: the runs of one model, differing only in their seed. "start" tells a chain trained
 # from scratch from one that starts from a released model (a warm chain).
@@ -260,9 +243,9 @@ def tracked_accuracy(records: list[dict]) -> dict:
 
 
 def group_name(row: dict) -> str:
-    warm = "" if row.get("start", SCRATCH) == SCRATCH else f"from-{start_label(row['start'])}/"
-    return (f"{row['dataset']}/{row['arch']}/{warm}{row['schedule']}/"
-            f"{row['scheme']}-w{row['bits']}")
+    """A summary row's (group or run) chain step: apot.workflow.study.group_path."""
+    return group_path(row["dataset"], row["arch"], row["schedule"], row["scheme"], row["bits"],
+                      row.get("start", SCRATCH))
 
 
 def histories(records: list[dict], results: ResultsLayout) -> list[dict]:

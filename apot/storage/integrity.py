@@ -17,19 +17,8 @@ import os
 from pathlib import Path
 
 from apot.errors import UserError
-from apot.layout import (
-    BEST,
-    CHECKPOINT,
-    HISTORY,
-    MANIFEST,
-    METRICS,
-    ONNX_MODEL,
-    ONNX_RESULT,
-    PACKED,
-    PACKED_RESULT,
-    PREDICTIONS,
-    file_sha256,
-)
+from apot.layout import (BEST, CHECKPOINT, HISTORY, MANIFEST, METRICS, ONNX_MODEL, ONNX_RESULT,
+                         PACKED, PACKED_RESULT, PREDICTIONS, file_sha256)
 from apot.storage.jsonfile import read_record
 
 RECORDED_FILES = (CHECKPOINT, BEST, HISTORY, PREDICTIONS)  # the files metrics.json records

@@ -33,29 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from apot.data.datasets import ARCHIVE, FOLDER, get_dataset, study_datasets
-from apot.data.sources import (
-    TORCHVISION_HOST,
-    TORCHVISION_URL,
-    TORCHVISION_WEIGHTS,
-    mirror_folder,
-    torch_hub_checkpoints,
-)
+from apot.data.sources import (TORCHVISION_HOST, TORCHVISION_URL, TORCHVISION_WEIGHTS,
+                               mirror_folder, torch_hub_checkpoints)
 from apot.engine.settings import PATH_SETTINGS, SCHEMA, same_path
 from apot.errors import UserError
-from apot.layout import (
-    BEST,
-    MANIFEST,
-    METRICS,
-    ONNX_MODEL,
-    ONNX_RESULT,
-    PACKED,
-    PACKED_RESULT,
-    RUN_COST,
-    STUDIES,
-    STUDY_DIGEST_CHARS,
-    ResultsLayout,
-    write_text_if_changed,
-)
+from apot.layout import (BEST, MANIFEST, METRICS, ONNX_MODEL, ONNX_RESULT, PACKED, PACKED_RESULT,
+                         RUN_COST, STUDIES, STUDY_DIGEST_CHARS, ResultsLayout,
+                         write_text_if_changed)
 from apot.quant.schemes import APOT, FLOAT, FLOAT_BITS, ablation_schemes
 from apot.storage.jsonfile import json_text, read_record
 
@@ -83,8 +67,15 @@ def result_config(config: dict) -> dict:
 def run_path(dataset: str, arch: str, schedule: str, scheme: str, bits: int | str,
              seed: int | str, start: str = SCRATCH) -> str:
     """A run's folder relative to ``results/<preset>/runs`` (the layout in the module doc)."""
+    return f"{group_path(dataset, arch, schedule, scheme, bits, start)}/seed{seed}"
+
+
+def group_path(dataset: str, arch: str, schedule: str, scheme: str, bits: int | str,
+               start: str = SCRATCH) -> str:
+    """The folder of a group's runs (one chain step, every seed) under ``runs``: its name in
+    the summary and the report."""
     warm = "" if start == SCRATCH else f"from-{start_label(start)}/"
-    return f"{dataset}/{arch}/{warm}{schedule}/{scheme}-w{bits}/seed{seed}"
+    return f"{dataset}/{arch}/{warm}{schedule}/{scheme}-w{bits}"
 
 
 def start_label(start: str) -> str:

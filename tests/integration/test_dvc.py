@@ -10,17 +10,8 @@ import json
 import re
 
 import pytest
-from workflow import (
-    BIN,
-    copy_study,
-    dvc,
-    edit_config,
-    git,
-    job_counts,
-    nothing_to_do,
-    run,
-    snakemake,
-)
+from workflow import (BIN, copy_study, dvc, edit_config, git, job_counts, nothing_to_do, run,
+                      snakemake)
 
 RUN = "results/smoke/runs/cifar10/resnet20/multistep/apot-w4/seed0"
 DROPPED = "cifar10/resnet20/cosine/apot-w2"  # the run that dvc repro trains again

@@ -23,17 +23,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from workflow import (
-    CHANGED_RUNS,
-    CHANGED_STEP,
-    REPO,
-    SMOKE,
-    job_counts,
-    nothing_to_do,
-    snakemake,
-    study_file,
-    write_changed_config,
-)
+from workflow import (CHANGED_RUNS, CHANGED_STEP, REPO, SMOKE, job_counts, nothing_to_do, snakemake,
+                      study_file, write_changed_config)
 
 from apot import layout
 from apot.cli import main

@@ -13,18 +13,8 @@ import zipfile
 
 import pytest
 from helpers import REGISTER_TOY, TOY
-from workflow import (
-    BIN,
-    SMOKE,
-    copy_study,
-    copy_workflow,
-    env,
-    job_counts,
-    job_inputs,
-    nothing_to_do,
-    snakemake,
-    study_file,
-)
+from workflow import (BIN, SMOKE, copy_study, copy_workflow, env, job_counts, job_inputs,
+                      nothing_to_do, snakemake, study_file)
 
 from apot.layout import ResultsLayout
 from apot.workflow.study import find_run, read_study, train_settings
@@ -411,7 +401,8 @@ def test_killed_run_finishes_only_what_was_missing(smoke_study, tmp_path, shared
 
 def test_a_scheme_registered_alone_reaches_the_workflow_dry_run(workflow, tmp_path, shared_data):
     """The real Snakemake dry run, in a process whose start-up registers the toy scheme: the
-    scheme's runs are planned and their jobs get it, with no rule or module edited."""
+    scheme ablation plans the toy's runs and their jobs, with no rule or module edited (the
+    jobs, which start up the same way, find the run in the study file's matrix)."""
     startup = tmp_path / "startup"
     startup.mkdir()
     (startup / "sitecustomize.py").write_text(REGISTER_TOY)
@@ -419,7 +410,8 @@ def test_a_scheme_registered_alone_reaches_the_workflow_dry_run(workflow, tmp_pa
     done = snakemake(workflow, "-n", "-p", "--config", "preset=smoke", "scheme_ablation=True",
                      "on_missing_data=skip", APOT_DATA_MIRROR=str(shared_data), PYTHONPATH=path)
     assert re.search(rf"runs/cifar10/resnet20/\S+/{TOY}-w4/seed0/metrics\.json", done.stdout)
-    assert f"--scheme {TOY}" in done.stdout
+    for job in ("train", "cost", "export"):  # each job reads its run from the study file
+        assert re.search(rf"-m apot {job} --study \S+ --run \S+/{TOY}-w4/seed0", done.stdout)
 
 
 def test_slurm_profile_maps_resources_and_gpus(workflow, shared_data):

@@ -5,22 +5,12 @@ import pytest
 from claims_builder import Built
 
 from apot.quant.schemes import magnitude_levels
-from apot.reporting.claims import (
-    FAILS,
-    HOLDS,
-    INCONCLUSIVE,
-    NOT_SUPPORTED,
-    NOT_TESTABLE,
-    RULES,
-    SUPPORTED,
-    WITHIN,
-    cited_drops,
-    decide,
-    evaluate_claims,
-)
+from apot.reporting.claims import (FAILS, HOLDS, INCONCLUSIVE, NOT_SUPPORTED, NOT_TESTABLE, RULES,
+                                   SUPPORTED, WITHIN, cited_drops, decide, evaluate_claims)
+from apot.reporting.cost_claims import cost_section
 from apot.reporting.figures import accuracy_by_bits_svg, curves_svg, level_sets_svg
 from apot.reporting.noise import MIN_SEEDS
-from apot.reporting.render import cost_section, load_cited
+from apot.reporting.render import load_cited
 
 CITED = load_cited()
 WARM = ("cifar10", "resnet20", "cosine_epochs")

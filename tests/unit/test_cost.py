@@ -8,14 +8,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from apot.cli import main
-from apot.deploy.cost import (
-    cost_tables,
-    count_layers,
-    mac_cost,
-    multiply_table,
-    network_cost,
-    weight_usage,
-)
+from apot.deploy.cost import (cost_tables, count_layers, mac_cost, multiply_table, network_cost,
+                              weight_usage)
 from apot.deploy.integer import activation_codes, emulate, shift_add_conv2d, weight_terms
 from apot.models import ARCHS, build_model
 from apot.quant.schemes import level_codes, magnitude_levels, mean_terms, scheme_names

@@ -7,13 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apot.quant import cpu_fused
-from apot.quant.functional import (
-    ActivationQuantFn,
-    Projector,
-    activation_parts,
-    quantize_activation,
-    shared_projector,
-)
+from apot.quant.functional import (ActivationQuantFn, Projector, activation_parts,
+                                   quantize_activation, shared_projector)
 from apot.quant.schemes import magnitude_levels
 
 

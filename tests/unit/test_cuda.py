@@ -8,12 +8,8 @@ import torch.nn.functional as F
 
 from apot.data.loader import TensorLoader
 from apot.models import build_model
-from apot.quant.functional import (
-    ActivationQuantFn,
-    LevelTable,
-    project_bruteforce,
-    shared_projector,
-)
+from apot.quant.functional import (ActivationQuantFn, LevelTable, project_bruteforce,
+                                   shared_projector)
 from apot.quant.schemes import magnitude_levels, scheme_names
 
 SCHEMES = scheme_names()

@@ -13,13 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apot.quant import cpu_fused, cuda_fused
-from apot.quant.functional import (
-    ActivationQuantFn,
-    Projector,
-    activation_parts,
-    quantize_activation,
-    shared_projector,
-)
+from apot.quant.functional import (ActivationQuantFn, Projector, activation_parts,
+                                   quantize_activation, shared_projector)
 from apot.quant.schemes import magnitude_levels
 
 needs_triton = pytest.mark.skipif(not cuda_fused.available(),

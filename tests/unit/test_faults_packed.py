@@ -17,16 +17,8 @@ import torch
 from model_builder import INPUT, randomized_model, rewrite, write_checkpoint
 
 from apot.cli import main
-from apot.deploy.packed_file import (
-    HEADER_KEY,
-    MAX_APOT_HEADER_BYTES,
-    MAX_CLASSES,
-    MAX_JSON_DEPTH,
-    export_packed,
-    load_packed,
-    nesting_exceeds,
-    read_packed,
-)
+from apot.deploy.packed_file import (HEADER_KEY, MAX_APOT_HEADER_BYTES, MAX_CLASSES, MAX_JSON_DEPTH,
+                                     export_packed, load_packed, nesting_exceeds, read_packed)
 from apot.deploy.packed_layers import pack_model, unpack_model
 from apot.models import build_model
 from apot.quant.schemes import APOT

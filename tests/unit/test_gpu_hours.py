@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apot.workflow.gpu_hours import (
-    FLOAT_KIND,
-    QUANTIZED_KIND,
-    best_jobs_per_gpu,
-    gpu_hours,
-    planned_epochs,
-)
+from apot.workflow.gpu_hours import (FLOAT_KIND, QUANTIZED_KIND, best_jobs_per_gpu, gpu_hours,
+                                     planned_epochs)
 from apot.workflow.study import IMAGENET_ARCHS, expand_runs, validate_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,16 +15,8 @@ from apot.cli import main
 from apot.engine.predictions import write_predictions
 from apot.layout import BEST, METRICS, PACKED, PACKED_RESULT, PREDICTIONS, ResultsLayout
 from apot.quant.schemes import FLOAT
-from apot.workflow.study import (
-    PACKED_CHECK_PER_CLASS,
-    expand_runs,
-    export_settings,
-    read_study,
-    study_record,
-    train_settings,
-    validate_config,
-    write_study,
-)
+from apot.workflow.study import (PACKED_CHECK_PER_CLASS, expand_runs, export_settings, read_study,
+                                 study_record, train_settings, validate_config, write_study)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())

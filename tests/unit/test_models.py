@@ -6,13 +6,8 @@ from torch import nn
 from apot.errors import UserError
 from apot.models import ARCHS, build_model
 from apot.quant.convert import quantize_model
-from apot.quant.modules import (
-    ACT_ALPHA_INIT,
-    WGT_ALPHA_INIT,
-    EightBitConv2d,
-    EightBitLinear,
-    QuantConv2d,
-)
+from apot.quant.modules import (ACT_ALPHA_INIT, WGT_ALPHA_INIT, EightBitConv2d, EightBitLinear,
+                                QuantConv2d)
 from apot.storage.checkpoints import load_into_model
 
 RESNET20_FLOAT_PARAMS = 272_474  # the authors' res20_32bit checkpoint

@@ -15,18 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 from apot.cli import main
 from apot.deploy.bitpack import split_sign_magnitude, unpack_codes
 from apot.deploy.integer import activation_codes, shift_add_conv2d, weight_terms
-from apot.deploy.onnx_export import (
-    FLOAT_FORM,
-    FORMS,
-    Exporter,
-    Graph,
-    build_onnx,
-    folded_bn,
-    lookup_table,
-    qdq_activation_factor,
-    qdq_weight_factor,
-    write_onnx,
-)
+from apot.deploy.onnx_export import (FLOAT_FORM, FORMS, Exporter, Graph, build_onnx, folded_bn,
+                                     lookup_table, qdq_activation_factor, qdq_weight_factor,
+                                     write_onnx)
 from apot.deploy.onnx_run import OnnxModel, read_onnx
 from apot.deploy.packed_layers import code_table, pack_model
 from apot.errors import UserError

@@ -11,13 +11,8 @@ from hypothesis import strategies as st
 from model_builder import INPUT, randomized_model, rewrite, run_apot, write_checkpoint
 
 from apot.deploy import integer
-from apot.deploy.bitpack import (
-    pack_codes,
-    packed_size,
-    sign_magnitude,
-    split_sign_magnitude,
-    unpack_codes,
-)
+from apot.deploy.bitpack import (pack_codes, packed_size, sign_magnitude, split_sign_magnitude,
+                                 unpack_codes)
 from apot.deploy.packed_file import export_packed, float32_size, load_packed, read_packed
 from apot.deploy.packed_layers import PackedQuantConv2d, pack_model, unpack_model
 from apot.errors import UserError

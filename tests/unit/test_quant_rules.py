@@ -9,19 +9,10 @@ import torch
 
 from apot.models import build_model
 from apot.quant.convert import quantize_model
-from apot.quant.functional import (
-    WeightQuantFn,
-    normalize_weight,
-    project_bruteforce,
-    shared_projector,
-)
-from apot.quant.modules import (
-    ACT_ALPHA_INIT_BY_RULES,
-    QUANTIZER_RULES,
-    WGT_ALPHA_INIT,
-    QuantConv2d,
-    WeightQuantizer,
-)
+from apot.quant.functional import (WeightQuantFn, normalize_weight, project_bruteforce,
+                                   shared_projector)
+from apot.quant.modules import (ACT_ALPHA_INIT_BY_RULES, QUANTIZER_RULES, WGT_ALPHA_INIT,
+                                QuantConv2d, WeightQuantizer)
 
 SCHEMES = ["apot", "pot", "uniform"]
 BITS = [2, 3, 4, 5]

@@ -3,14 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from apot.quant.functional import (
-    ActivationQuantFn,
-    Projector,
-    WeightQuantFn,
-    eight_bit_weight,
-    normalize_weight,
-    project_bruteforce,
-)
+from apot.quant.functional import (ActivationQuantFn, Projector, WeightQuantFn, eight_bit_weight,
+                                   normalize_weight, project_bruteforce)
 from apot.quant.modules import ActivationQuantizer, QuantConv2d, WeightQuantizer
 from apot.quant.schemes import magnitude_levels
 

@@ -6,13 +6,8 @@ import pytest
 import yaml
 
 from apot.errors import UserError
-from apot.workflow.study import (
-    check_data,
-    data_sources,
-    expand_runs,
-    network_reachable,
-    validate_config,
-)
+from apot.workflow.study import (check_data, data_sources, expand_runs, network_reachable,
+                                 validate_config)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
