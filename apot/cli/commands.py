@@ -43,8 +43,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     check_output_file(args.out)
     check_output_file(args.predictions)
     images = Images(args.data, args.split, args.batch_size, args.limit_per_class, args.dataset)
-    return write_result(evaluate_file(source, getattr(args, source), model, arithmetic, images,
-                                 args.device, args.threads, args.predictions), args.out)
+    result = evaluate_file(source, getattr(args, source), model, arithmetic, images,
+                           args.device, args.threads, args.predictions)
+    return write_result(result, args.out)
 
 
 def settings_of(args: argparse.Namespace, names, required, from_study) -> dict:
