@@ -562,7 +562,8 @@ def export_onnx(model: nn.Module, description: dict, num_classes: int, source: P
     prints."""
     import hashlib
 
-    from apot.deploy.packed_file import DESCRIPTION_FIELDS, float32_size
+    from apot.deploy.packed_file import float32_size
+    from apot.models import DESCRIPTION_FIELDS
     from apot.layout import file_sha256
 
     described = {field: description[field] for field in DESCRIPTION_FIELDS}

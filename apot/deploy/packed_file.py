@@ -45,13 +45,13 @@ from apot.deploy.packed_layers import (ACT_ALPHA, CODES, EIGHT_BIT_LINEAR, LAYER
                                        layer_array_keys, pack_model, packable_layers, unpack_model)
 from apot.errors import UserError, first_line
 from apot.layout import file_sha256, write_bytes_atomic
+from apot.models import DESCRIPTION_FIELDS
 from apot.quant.convert import FIRST_LAST_POLICIES
 from apot.quant.levels import MAX_BITS, check_k
 from apot.quant.schemes import MODEL_BITS, scheme_names
 
 FORMAT, VERSION = "apot-packed", 1
 HEADER_KEY = "apot_header"
-DESCRIPTION_FIELDS = ("arch", "bits", "scheme", "k", "first_last")
 FIX = "export it again with apot export"
 
 # Bounds on what a reader parses, checked before parsing. The safetensors header of a real

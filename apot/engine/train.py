@@ -35,7 +35,7 @@ from apot.engine.stopping import StopOnSignals
 from apot.engine.threads import threads_in_use, use_threads
 from apot.errors import UserError
 from apot.layout import CHECKPOINT, METRICS, PREDICTIONS, file_sha256
-from apot.models import build_model
+from apot.models import DESCRIPTION_FIELDS, build_model
 from apot.storage.checkpoints import ACT_ALPHA_SUFFIX, WEIGHT_ALPHA_SUFFIX, load_file, restore_model
 from apot.storage.integrity import check_run, run_files_record
 from apot.storage.jsonfile import read_json, write_json
@@ -69,8 +69,8 @@ def make_loaders(cfg: TrainConfig, manifest: dict, device: torch.device):
 
 
 def model_description(cfg: TrainConfig) -> dict:
-    return {"arch": cfg.arch, "bits": cfg.bits, "scheme": cfg.scheme, "k": cfg.k,
-            "first_last": cfg.first_last}
+    """The model a run trains, as checkpoints describe it (apot.models.DESCRIPTION_FIELDS)."""
+    return {field: getattr(cfg, field) for field in DESCRIPTION_FIELDS}
 
 
 def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
