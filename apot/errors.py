@@ -8,6 +8,11 @@ class UserError(Exception):
     """Bad input from the user (a path, a value, a file): the message says what and how to fix."""
 
 
+def flags(names, joined: str = ", ") -> str:
+    """Settings named as the command line spells them: ``first_last`` is --first-last."""
+    return joined.join("--" + name.replace("_", "-") for name in names)
+
+
 # What to do about an operating-system failure, by its errno.
 _OS_HINTS = {
     errno.ENOSPC: "free space there or write elsewhere; files written before are intact",

@@ -13,7 +13,7 @@ from apot.engine.config import FIELD_HELP, REQUIRED_FIELDS, TrainConfig
 from apot.engine.evaluate import Images
 from apot.engine.starts import stage_start as stage
 from apot.engine.train import train as train_run
-from apot.errors import UserError
+from apot.errors import UserError, flags
 from apot.models import DESCRIPTION_DEFAULTS, DESCRIPTION_FIELDS
 from apot.quant.schemes import levels as level_set
 from apot.reporting.dvc_plots import write_offline_template
@@ -22,7 +22,7 @@ from apot.reporting.summary import summarize as collect
 from apot.reporting.summary import write_cost_tables
 from apot.storage.jsonfile import write_result
 from apot.storage.outputs import check_output_file
-from apot.workflow.jobs import cost_job_settings, export_job_settings, flags, train_job_settings
+from apot.workflow.jobs import cost_job_settings, export_job_settings, train_job_settings
 from apot.workflow.study import read_study
 
 # apot export's settings, each a flag; with --study and --run the study file gives them all

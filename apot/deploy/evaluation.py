@@ -15,7 +15,7 @@ from apot.engine.device import resolve_device
 from apot.engine.evaluate import Images, evaluate
 from apot.engine.predictions import write_predictions
 from apot.engine.threads import use_threads
-from apot.errors import UserError
+from apot.errors import UserError, flags
 from apot.layout import file_sha256
 from apot.models import ARCHS, DESCRIPTION_DEFAULTS, load_model
 from apot.models import DESCRIPTION_FIELDS as MODEL_FIELDS
@@ -24,27 +24,23 @@ from apot.storage.integrity import verify_packed_file
 SOURCES = ("checkpoint", "packed", "onnx")
 
 
-def flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
 def eval_model(source: str, given: dict, arithmetic: str | None) -> tuple[dict, str | None]:
     """(the model description, the arithmetic) of ``apot eval`` from the given model flags
     (``given``: MODEL_FIELDS, None where left out) of a ``source`` (SOURCES): a checkpoint
     needs arch and bits and takes the defaults for the rest; a packed or ONNX file takes none."""
-    named = [flag(f) for f in MODEL_FIELDS if given.get(f) is not None]
+    named = [f for f in MODEL_FIELDS if given.get(f) is not None]
     if source != "checkpoint":
         what = "a packed file" if source == "packed" else "an ONNX file"
         if named:
-            raise UserError(f"{', '.join(named)}: {what} names its model itself; "
+            raise UserError(f"{flags(named)}: {what} names its model itself; "
                             f"drop {'them' if len(named) > 1 else 'it'}")
         if source == "onnx" and arithmetic is not None:
             raise UserError("--arithmetic applies to --packed models; an ONNX file's form "
                             "fixes its arithmetic")
         return {}, arithmetic or (ARITHMETICS[0] if source == "packed" else None)
-    missing = [flag(f) for f in ("arch", "bits") if given.get(f) is None]
+    missing = [f for f in ("arch", "bits") if given.get(f) is None]
     if missing:
-        raise UserError(f"--checkpoint needs {' and '.join(missing)}")
+        raise UserError(f"--checkpoint needs {flags(missing, ' and ')}")
     if arithmetic is not None:
         raise UserError("--arithmetic applies to --packed models; a checkpoint computes as it "
                         "was trained")

@@ -8,17 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from apot.engine.settings import RUNTIME_FIELDS
-from apot.errors import UserError
+from apot.errors import UserError, flags
 from apot.layout import ResultsLayout
 from apot.workflow.study import (RunSpec, check_parent, check_trained, cost_settings,
                                  export_settings, find_run, read_study, train_settings)
 
 # apot export's and apot cost's settings that name files
 PATH_FLAGS = ("checkpoint", "out", "result", "verify_data")
-
-
-def flags(names) -> str:
-    return ", ".join("--" + name.replace("_", "-") for name in names)
 
 
 def study_run(study: str | os.PathLike | None, run_path: str | None
