@@ -21,8 +21,9 @@ bias. Two forms (``FORMS``):
   (``Stream``), over a range from batch norm's statistics carried through the shortcuts, so
   that the runtime adds in integers (QLinearAdd) and requantizes a block's output to the next
   quantizer's grid in integers: float residual additions cost it transposes and
-  (de)quantizations around every block. Both are approximations, measured by ``apot eval
-  --onnx``.
+  (de)quantizations around every block; the stream starts with an exact 1x1 identity
+  convolution on integers, so that the runtime keeps it channels-last from the first block on.
+  Both approximations are measured by ``apot eval --onnx``.
 * ``integer``: ConvInteger on the same integers (exact int32 sums), then the fake-quantized
   model's float epilogue (scale, batch norm, residual, ReLU) and its activation quantizer in
   float32 with the projection's own decision thresholds: the checkpoint's top-1.
@@ -66,6 +67,9 @@ LOOKUP_STEPS = 255            # qdq grid of a non-uniform activation quantizer's
 # "gather", a 256-entry table read with Gather (bench/onnx.py measures both)
 PROJECTIONS = ("steps", "gather")
 METADATA_PREFIX = "apot."
+# the qdq form's 1x1 identity convolution at the start of the residual stream (see
+# Exporter.integer_identity): not one of the model's convolutions, so not counted as one
+IDENTITY_CONV = "stream_identity"
 
 
 @dataclass
@@ -265,6 +269,21 @@ class Exporter:
         q = self.g.op("QuantizeLinear", [total, self.g.const("stream_scale", scale),
                                          self.g.const("stream_zero", np.uint8(0))])
         return Stream(q, float(scale), mean, var)
+
+    def integer_identity(self, x: Stream, channels: int) -> Stream:
+        """``x`` through a 1x1 integer convolution with identity weights and the same scale in
+        and out, which changes no value (the requantization multiplies by exactly 1). It makes
+        the stream start at an integer kernel: ONNX Runtime's layout pass otherwise keeps the
+        first stage's stream channels-first, as the float first convolution leaves it, and
+        wraps each channels-last integer convolution it feeds in transposes (docs/onnx.md)."""
+        eye = np.eye(channels, dtype=np.int8).reshape(channels, channels, 1, 1)
+        w = self.g.op("DequantizeLinear", [self.g.const("identity_w", eye),
+                                           self.g.const("identity_scale", np.float32(1.0)),
+                                           self.g.const("identity_zero", np.int8(0))])
+        y = self.g.op("Conv", [self.stream_float(x), w], stem=IDENTITY_CONV)
+        q = self.g.op("QuantizeLinear", [y, self.g.const("stream_scale", np.float32(x.scale)),
+                                         self.g.const("stream_zero", np.uint8(0))])
+        return Stream(q, x.scale, x.mean, x.var)
 
     def clip_codes(self, q: str, top: int) -> str:
         if top >= UINT8_CODE_MAX:
@@ -495,7 +514,8 @@ class Exporter:
             x = self.g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2],
                           pads=[1, 1, 1, 1])
         if self.form == "qdq":
-            x = self.to_stream(x, *bn_moments(m.bn1))
+            x = self.integer_identity(self.to_stream(x, *bn_moments(m.bn1)),
+                                      m.conv1.out_channels)
         for stage in ("layer1", "layer2", "layer3", "layer4"):
             for i, block in enumerate(getattr(m, stage, [])):
                 x = self.block(x, f"{stage}.{i}", block)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from apot.deploy.onnx_export import INPUT, METADATA_PREFIX, OUTPUT
+from apot.deploy.onnx_export import IDENTITY_CONV, INPUT, METADATA_PREFIX, OUTPUT
 from apot.errors import UserError, first_line
 
 MAX_ONNX_BYTES = 1 << 30     # a ResNet-50 in float32 is about 100 MB
@@ -157,13 +157,17 @@ class OnnxModel:
 def count_integer_convs(optimized_path: str) -> tuple[int, dict[str, int]]:
     """(convolutions run on integers, count of each operator) in ONNX Runtime's optimized
     graph, as it wrote it: a fused int8 convolution shows as QLinearConv (NhwcQLinearConv in
-    channels-last form), an exact one as ConvInteger; a silent fallback to float shows as Conv."""
+    channels-last form), an exact one as ConvInteger; a silent fallback to float shows as Conv.
+    The qdq form's identity convolution (IDENTITY_CONV, named so by the exporter, whose name the
+    runtime's fused node keeps) is not one of the model's and is left out of the first count."""
     import onnx
     graph = onnx.load(optimized_path, load_external_data=False).graph
     ops: dict[str, int] = {}
+    integer = 0
     for node in graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return sum(ops.get(op, 0) for op in INTEGER_CONV_OPS), dict(sorted(ops.items()))
+        integer += node.op_type in INTEGER_CONV_OPS and not node.name.startswith(IDENTITY_CONV)
+    return integer, dict(sorted(ops.items()))
 
 
 def compare_onnx(model: torch.nn.Module, path: Path, batches: list, threads: int | None,

@@ -15,9 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 from apot.cli import main
 from apot.deploy.bitpack import split_sign_magnitude, unpack_codes
 from apot.deploy.integer import activation_codes, shift_add_conv2d, weight_terms
-from apot.deploy.onnx_export import (FLOAT_FORM, FORMS, Exporter, Graph, build_onnx, folded_bn,
-                                     lookup_table, qdq_activation_factor, qdq_weight_factor,
-                                     write_onnx)
+from apot.deploy.onnx_export import (FLOAT_FORM, FORMS, IDENTITY_CONV, Exporter, Graph,
+                                     build_onnx, folded_bn, lookup_table, qdq_activation_factor,
+                                     qdq_weight_factor, write_onnx)
 from apot.deploy.onnx_run import OnnxModel, read_onnx
 from apot.deploy.packed_layers import code_table, pack_model
 from apot.errors import UserError
@@ -204,6 +204,26 @@ def test_onnx_runtime_runs_every_quantized_conv_on_integers(apot4, tmp_path):
     assert counts == {"qdq": QUANTIZED_CONVS, "integer": QUANTIZED_CONVS, FLOAT_FORM: 0}
     blocks, projections = 9, 2
     assert models["qdq"].optimized_ops.get("QLinearAdd") == 2 * blocks + projections
+    # the stream's identity conv runs on integers too (left out of integer_convs), and with it
+    # the runtime keeps the stream channels-last: a transpose into it and one out before the
+    # pooling, where without it each first-stage integer conv had its own (nine in all)
+    assert models["qdq"].optimized_ops.get("QLinearConv") == QUANTIZED_CONVS + 1
+    assert models["qdq"].optimized_ops.get("Transpose", 0) <= 2
+
+
+def test_the_streams_identity_conv_changes_no_code(apot4):
+    """The qdq form's 1x1 identity conv at the start of the residual stream gives out exactly
+    the uint8 codes it gets, on ONNX Runtime's integer kernel."""
+    graph = build_onnx(apot4, "qdq", 32, {})
+    nodes = {out: node for node in graph.graph.node for out in node.output}
+    conv = next(n for n in graph.graph.node if n.name.startswith(IDENTITY_CONV))
+    stream_in = nodes[conv.input[0]].input[0]                # the DequantizeLinear's input
+    stream_out = next(n for n in graph.graph.node if conv.output[0] in n.input).output[0]
+    graph.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.UINT8, None)
+                              for name in (stream_in, stream_out))
+    before, after = session(graph).run([stream_in, stream_out], {"images": IMAGES.numpy()})
+    assert before.shape == after.shape == (len(IMAGES), 16, 32, 32)
+    assert 0 < before.max() <= 255 and np.array_equal(before, after)
 
 
 @pytest.mark.parametrize("scheme,bits,layer,needs", [
