@@ -265,10 +265,13 @@ class Exporter:
         """The block output ReLU(``total``) as uint8 over [0, widest channel's mean +
         sigmas * std]; no Relu node: the uint8 zero point 0 clips at 0 as ReLU does."""
         high = max(1e-6, float((mean + self.sigmas * np.sqrt(var)).max()))
-        scale = np.float32(high / 255.0)
-        q = self.g.op("QuantizeLinear", [total, self.g.const("stream_scale", scale),
+        return self.stream_of(total, float(np.float32(high / 255.0)), mean, var)
+
+    def stream_of(self, y: str, scale: float, mean: np.ndarray, var: np.ndarray) -> Stream:
+        """Float ``y`` quantized to the stream's uint8 grid of ``scale`` (zero point 0)."""
+        q = self.g.op("QuantizeLinear", [y, self.g.const("stream_scale", np.float32(scale)),
                                          self.g.const("stream_zero", np.uint8(0))])
-        return Stream(q, float(scale), mean, var)
+        return Stream(q, scale, mean, var)
 
     def integer_identity(self, x: Stream, channels: int) -> Stream:
         """``x`` through a 1x1 integer convolution with identity weights and the same scale in
@@ -281,9 +284,7 @@ class Exporter:
                                            self.g.const("identity_scale", np.float32(1.0)),
                                            self.g.const("identity_zero", np.int8(0))])
         y = self.g.op("Conv", [self.stream_float(x), w], stem=IDENTITY_CONV)
-        q = self.g.op("QuantizeLinear", [y, self.g.const("stream_scale", np.float32(x.scale)),
-                                         self.g.const("stream_zero", np.uint8(0))])
-        return Stream(q, x.scale, x.mean, x.var)
+        return self.stream_of(y, x.scale, x.mean, x.var)
 
     def clip_codes(self, q: str, top: int) -> str:
         if top >= UINT8_CODE_MAX:
